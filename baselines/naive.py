@@ -1,0 +1,25 @@
+"""naive: a single model, the final checkpoint of the base training run."""
+from __future__ import annotations
+
+from bench.method import Method, MethodResult, RunContext, register_method
+from bench.stages import build_model_for
+from bench.train import evaluate, predict
+
+
+@register_method("naive")
+class Naive(Method):
+    """Single model (Forget Me Not card, section 4 "single model (naive)"): the base run's final weights."""
+
+    def run(self, ctx: RunContext) -> MethodResult:
+        base = ctx.base_run()
+        for row in base.history:
+            ctx.log(row)
+        model = build_model_for(ctx)
+        model.load_state_dict(base.final_state())
+        bs = ctx.config.train.eval_batch_size
+        test = evaluate(model, ctx.data.test, batch_size=bs)
+        metrics = {"test_acc": test["acc"], "test_loss": test["loss"], "epochs": len(base.history)}
+        if len(ctx.data.val):
+            val = evaluate(model, ctx.data.val, batch_size=bs)
+            metrics.update(val_acc=val["acc"], val_loss=val["loss"])
+        return MethodResult(metrics=metrics, artifacts={"test_logits": predict(model, ctx.data.test, batch_size=bs)})

@@ -1,0 +1,111 @@
+"""forgetbench command line: run, status, results."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from bench.config import SpecError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="forgetbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="expand a sweep spec into runs and execute them")
+    p.add_argument("spec", type=Path)
+    p.add_argument("--out", type=Path, default=Path("results"), help="results store (default: results/)")
+    p.add_argument("--executor", default="inline", help="inline | local")
+    p.add_argument("--workers", type=int, default=2, help="worker processes for --executor local")
+    p.add_argument("--dry-run", action="store_true", help="list the runs without executing them")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec field, e.g. --set train.epochs=1 (repeatable)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--metric", default="test_acc", help="metric of the printed summary table")
+
+    s = sub.add_parser("status", help="done / failed / pending counts of a sweep folder (or all under a results dir)")
+    s.add_argument("path", type=Path)
+
+    r = sub.add_parser("results", help="print the mean ± std table of a sweep folder")
+    r.add_argument("path", type=Path)
+    r.add_argument("--metric", default="test_acc")
+
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SpecError as e:
+        print(f"forgetbench: invalid spec: {e}", file=sys.stderr)
+        return 2
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.spec import load_spec, run_id
+    from bench.store import SWEEP, atomic_write_json, is_done, read_json, run_dir
+
+    spec = load_spec(args.spec, args.overrides)
+    if args.dry_run:
+        for run in spec.runs:
+            print(f"{run_id(run)}  {run.dataset.name:<12} {run.model.name:<16} {run.method.name:<12} seed={run.seed}"
+                  f"  noise={run.dataset.noise.kind}:{run.dataset.noise.rate}")
+        print(f"{len(spec.runs)} runs")
+        return 0
+    from bench.executors import EXECUTORS
+    if args.executor not in EXECUTORS:
+        raise SpecError("--executor", args.executor, ", ".join(EXECUTORS.names()))
+    if args.workers < 1:
+        raise SpecError("--workers", args.workers, "an integer >= 1")
+    spec_dir = args.out / spec.name
+    sweep = read_json(spec_dir / SWEEP) or {}
+    ids = list(dict.fromkeys([*sweep.get("runs", []), *(run_id(r) for r in spec.runs)]))
+    atomic_write_json(spec_dir / SWEEP, {"name": spec.name, "runs": ids, "spec": spec.source})
+    todo = [r for r in spec.runs if not is_done(run_dir(args.out, spec.name, run_id(r)))]
+    print(f"{spec.name}: {len(spec.runs)} runs, {len(spec.runs) - len(todo)} already done, {len(todo)} to run "
+          f"({args.executor})", flush=True)
+    t0 = time.perf_counter()
+    failed = []
+    if todo:
+        executor = EXECUTORS.get(args.executor)(workers=args.workers, resources=spec.resources)
+        results = executor.run(todo, args.out, progress=not args.no_progress)
+        failed = [r for r in results if r["status"] == "failed"]
+        for r in failed:
+            print(f"FAILED {r['run_id']}: {r['reason']}", file=sys.stderr)
+    print(f"wall time {time.perf_counter() - t0:.1f} s")
+    _print_table(spec_dir, args.metric)
+    return 1 if failed else 0
+
+
+def _print_table(spec_dir: Path, metric: str) -> None:
+    from bench.results import format_table, load_results, summarize
+    df = load_results(spec_dir)
+    if not df.empty:
+        print(format_table(summarize(df, metric), metric))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bench.store import spec_dirs, sweep_status
+    dirs = spec_dirs(args.path)
+    if not dirs:
+        print(f"no sweep folders under {args.path}", file=sys.stderr)
+        return 1
+    for d in dirs:
+        st = sweep_status(d)
+        print(f"{st['spec']}: {st['done']} done, {st['failed']} failed, {st['pending']} pending (of {st['total']})")
+        for rid, reason in st["failures"]:
+            print(f"  failed {rid}: {reason}")
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from bench.store import spec_dirs
+    for d in spec_dirs(args.path):
+        print(f"## {d.name}")
+        _print_table(d, args.metric)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "status": cmd_status, "results": cmd_results}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Typed configuration of one run (plain dataclasses) and a strict dict -> dataclass parser.
+
+Every error is a SpecError naming the field path, the bad value and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+from bench.registry import suggest
+
+
+class SpecError(ValueError):
+    """A malformed spec: `path` is the dotted field path, `value` the bad value, `allowed` what would do."""
+
+    def __init__(self, path: str, value: Any, allowed: str) -> None:
+        self.path, self.value, self.allowed = path, value, allowed
+        super().__init__(f"{path or '<spec>'}: got {value!r}; allowed: {allowed}")
+
+
+def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False):
+    """Field metadata that bounds a number; the message states the interval."""
+    left = "(" if lo_open else "["
+    right = ")" if hi_open else "]"
+    text = f"a number in {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+
+    def check(v: float) -> bool:
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            return False
+        if hi is not None and (v > hi or (hi_open and v == hi)):
+            return False
+        return True
+    return {"check": check, "allowed": text}
+
+
+# ----------------------------------------------------------------------------------------------- data
+@dataclass
+class NoiseConfig:
+    """Label noise on the training split (symmetric: uniform to other classes; asymmetric: the paper's pairs)."""
+    kind: Literal["none", "symmetric", "asymmetric"] = "none"
+    rate: float = field(default=0.0, metadata=_range(0.0, 1.0, hi_open=True))
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, which part of it, and how it is split and corrupted."""
+    name: str = "digits"
+    root: Optional[str] = None              # folder or archive; None = the dataset's default location
+    download: bool = False                  # run the real download code if files are missing
+    classes: Optional[list[int]] = None     # keep only these classes (relabelled 0..k-1 in this order)
+    train_per_class: Optional[Union[int, float]] = None  # int >= 1: count per class; float in (0, 1]: fraction
+    test_per_class: Optional[Union[int, float]] = None
+    val_fraction: float = field(default=0.1, metadata=_range(0.0, 1.0, hi_open=True))  # held out from train
+    test_split: Optional[float] = field(default=None, metadata=_range(0.0, 1.0, hi_open=True))  # datasets with one split
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    seed: int = 0                           # data seed: subset, val split and noise (fixed across run seeds)
+
+
+# ---------------------------------------------------------------------------------------------- model
+@dataclass
+class ModelConfig:
+    """A registered model name (or `timm:<name>`) and its keyword arguments."""
+    name: str = "small_cnn"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------- training
+@dataclass
+class OptimizerConfig:
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = field(default=0.1, metadata=_range(0.0, lo_open=True))
+    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0, hi_open=True))
+    nesterov: bool = True
+    weight_decay: float = field(default=5e-4, metadata=_range(0.0))
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["constant", "cosine", "step", "onecycle"] = "cosine"
+    warmup_epochs: float = field(default=0.0, metadata=_range(0.0))
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of training
+    gamma: float = field(default=0.1, metadata=_range(0.0, 1.0, lo_open=True))
+    min_lr_ratio: float = field(default=0.0, metadata=_range(0.0, 1.0))
+    pct_start: float = field(default=0.25, metadata=_range(0.0, 1.0, lo_open=True, hi_open=True))  # onecycle
+
+
+@dataclass
+class AugmentConfig:
+    crop_padding: int = field(default=0, metadata=_range(0))
+    flip: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe shared by every method of a run."""
+    epochs: int = field(default=10, metadata=_range(0))
+    batch_size: int = field(default=128, metadata=_range(1))
+    eval_batch_size: int = field(default=1024, metadata=_range(1))
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    label_smoothing: float = field(default=0.0, metadata=_range(0.0, 1.0, hi_open=True))
+    grad_clip: Optional[float] = field(default=None, metadata=_range(0.0, lo_open=True))
+    amp: bool = True              # bf16 autocast, CUDA only (ignored on CPU)
+    channels_last: bool = True    # CUDA only
+    checkpoint_every: int = field(default=1, metadata=_range(0))  # epochs between resumable checkpoints; 0 = never
+
+
+@dataclass
+class MethodConfig:
+    """A registered method name and its parameters (validated by the method's own Params dataclass)."""
+    name: str = "naive"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    """The fully resolved configuration of one run; its canonical JSON hashes to the run id."""
+    spec: str
+    seed: int
+    dataset: DataConfig
+    model: ModelConfig
+    method: MethodConfig
+    train: TrainConfig
+    device: str = "auto"
+
+
+# ------------------------------------------------------------------------------------------ parsing
+def parse(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass `cls` from plain data, rejecting unknown keys and wrong types with a SpecError."""
+    if not isinstance(data, dict):
+        raise SpecError(path, data, f"a mapping with keys {', '.join(f.name for f in dataclasses.fields(cls))}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            sub = _join(path, str(key))
+            raise SpecError(sub, key, f"one of {', '.join(fields)}{suggest(str(key), list(fields))} (unknown key)")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+                raise SpecError(_join(path, name), None, "a value (this field is required)")
+            continue
+        sub = _join(path, name)
+        value = _coerce(hints[name], data[name], sub)
+        check = f.metadata.get("check")
+        if check is not None and value is not None and not check(value):
+            raise SpecError(sub, data[name], f.metadata["allowed"])
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise SpecError(path, value, f"one of {', '.join(map(repr, allowed))}{suggest(str(value), [str(a) for a in allowed])}")
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, path)
+            except SpecError as e:
+                errors.append(e)
+        if len(errors) == 1:
+            raise errors[0]
+        raise SpecError(path, value, _type_name(tp))
+    if origin is list:
+        if not isinstance(value, list):
+            raise SpecError(path, value, _type_name(tp))
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SpecError(path, value, "a mapping")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return parse(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SpecError(path, value, "true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(path, value, "an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(path, value, "a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise SpecError(path, value, "a string")
+        return value
+    raise TypeError(f"unsupported field type {tp} at {path}")
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain, JSON-ready dict of a (nested) config dataclass."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj

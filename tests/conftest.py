@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.paths import data_root
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real datasets folder (../shared/data); tests that need it skip cleanly where it is absent."""
+    root = data_root()
+    if not root.is_dir():
+        pytest.skip(f"real data folder {root} is absent (set FORGETBENCH_DATA)")
+    return root
+
+
+@pytest.fixture()
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
