@@ -220,6 +220,11 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             raise SpecError(path, value, "an integer")
         return value
     if tp is float:
+        if isinstance(value, str):  # PyYAML reads `1e-3` (no dot) as a string: accept numeric strings
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpecError(path, value, "a number")
         return float(value)

@@ -19,8 +19,8 @@ from bench.store import atomic_write_json, read_json
 SPEC = """
 name: tiny
 seeds: [0, 1]
-datasets: [{name: digits, val_fraction: 0.1}]
-models: [{name: small_cnn, width: 8}]
+datasets: [{{name: digits, val_fraction: 0.1}}]
+models: [{{name: small_cnn, width: 8}}]
 methods: [naive]
 train:
   epochs: {epochs}

@@ -39,9 +39,9 @@ def test_naive_on_mnist_learns(shared_data: Path, tmp_path: Path) -> None:
 name: mnist_naive
 seeds: [0]
 datasets: [{name: mnist, val_fraction: 0.1}]
-models: [{name: small_cnn, width: 16}]
+models: [{name: small_cnn, width: 32}]
 methods: [naive]
-train: {epochs: 3, batch_size: 128, optimizer: {name: sgd, lr: 0.05}}
+train: {epochs: 6, batch_size: 64, optimizer: {name: sgd, lr: 0.05}}
 """)
     assert res[0]["metrics"]["test_acc"] > 0.90, res[0]["metrics"]
 

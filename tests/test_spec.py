@@ -115,6 +115,11 @@ def test_run_id_is_stable_and_changes_with_any_field() -> None:
     assert len(run_id(a)) == 12
 
 
+def test_float_fields_accept_yaml_exponents_without_a_dot() -> None:
+    r = spec(BASE.replace("{epochs: 1}", "{optimizer: {lr: 1e-3, weight_decay: 5e-4}}")).runs[0]
+    assert r.train.optimizer.lr == 1e-3 and r.train.optimizer.weight_decay == 5e-4
+
+
 def test_defaults_are_resolved_into_the_config() -> None:
     r = spec(BASE).runs[0]
     assert r.train.optimizer.name == "sgd" and r.dataset.val_fraction == 0.1
