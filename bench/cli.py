@@ -31,6 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("path", type=Path)
     r.add_argument("--metric", default="test_acc")
 
+    rep = sub.add_parser("report", help="tables and plots of the papers from a results store")
+    rep.add_argument("results", type=Path)
+    rep.add_argument("--out", type=Path, default=Path("report_out"))
+
+    t = sub.add_parser("tune", help="optuna tuning of a spec's `tune:` section (validation split only)")
+    t.add_argument("spec", type=Path)
+    t.add_argument("--out", type=Path, default=Path("results"))
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
@@ -104,7 +113,19 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "status": cmd_status, "results": cmd_results}
+def cmd_report(args: argparse.Namespace) -> int:
+    from report.build import build_report
+    build_report(args.results, args.out)
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from bench.tune import run_tune
+    return run_tune(args)
+
+
+COMMANDS = {"run": cmd_run, "status": cmd_status, "results": cmd_results, "report": cmd_report,
+            "tune": cmd_tune}
 
 
 if __name__ == "__main__":
