@@ -1,6 +1,9 @@
 """naive: a single model, the final checkpoint of the base training run."""
 from __future__ import annotations
 
+import torch
+
+from bench.forgetting import history_with_forget_fraction, pack_bits
 from bench.method import Method, MethodResult, RunContext, register_method
 from bench.stages import build_model_for
 from bench.train import evaluate, predict
@@ -12,7 +15,12 @@ class Naive(Method):
 
     def run(self, ctx: RunContext) -> MethodResult:
         base = ctx.base_run()
-        for row in base.history:
+        artifacts: dict[str, torch.Tensor] = {}
+        history = base.history
+        if ctx.config.train.record_predictions:
+            history, correct = history_with_forget_fraction(base, ctx.data)
+            artifacts["correct_bits"] = torch.from_numpy(pack_bits(correct))  # [E, ceil(N/8)] uint8
+        for row in history:
             ctx.log(row)
         model = build_model_for(ctx)
         model.load_state_dict(base.final_state())
@@ -22,4 +30,7 @@ class Naive(Method):
         if len(ctx.data.val):
             val = evaluate(model, ctx.data.val, batch_size=bs)
             metrics.update(val_acc=val["acc"], val_loss=val["loss"])
-        return MethodResult(metrics=metrics, artifacts={"test_logits": predict(model, ctx.data.test, batch_size=bs)})
+        artifacts["test_logits"] = predict(model, ctx.data.test, batch_size=bs)
+        if ctx.data.noise_mask.any():
+            artifacts["noise_mask"] = ctx.data.noise_mask
+        return MethodResult(metrics=metrics, artifacts=artifacts, timings={"base_train_s": base.wall_time_s})

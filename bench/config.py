@@ -108,6 +108,8 @@ class TrainConfig:
     amp: bool = True              # bf16 autocast, CUDA only (ignored on CPU)
     channels_last: bool = True    # CUDA only
     checkpoint_every: int = field(default=1, metadata=_range(0))  # epochs between resumable checkpoints; 0 = never
+    record_predictions: bool = True   # base run: per-epoch softmax on val and test (float16), read by KF & co.
+    keep_checkpoints: bool = True     # base run: every epoch's weights on disk (CPU), read by distilled/averaged KF
 
 
 @dataclass

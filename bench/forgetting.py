@@ -90,3 +90,18 @@ def softmax_ensemble(logits: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
     """Average of the members' softmax (not of their logits): the ensembles of both papers' tables."""
     stacked = torch.stack(list(logits)) if isinstance(logits, list) else logits
     return stacked.float().softmax(-1).mean(0)
+
+
+def selection_split(data) -> str:
+    """The split forgetting is measured on: the held-out validation split, or the test set when there is none."""
+    return "val" if len(data.val) else "test"
+
+
+def history_with_forget_fraction(base, data) -> tuple[list[dict], torch.Tensor]:
+    """The base run's per-epoch history with `forget_fraction` added, and the correctness bit matrix [E, N]."""
+    split = selection_split(data)
+    y = getattr(data, split).y.cpu()
+    correct = base.probs(split).argmax(-1) == y[None]
+    frac = forget_fraction(correct)
+    rows = [{**row, "forget_fraction": float(f), "forget_split": split} for row, f in zip(base.history, frac)]
+    return rows, correct

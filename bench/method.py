@@ -28,8 +28,9 @@ class NoParams:
 
 @dataclass
 class MethodResult:
-    metrics: dict[str, float]
+    metrics: dict[str, Any]                                    # deterministic numbers (same spec + seed -> same)
     artifacts: dict[str, torch.Tensor] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)    # wall times of the method's parts, in seconds
 
 
 class Method:

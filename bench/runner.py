@@ -46,7 +46,7 @@ def execute_run(run: RunConfig, out: str | Path, *, progress: bool = True) -> di
         res = method.run(ctx)
         for name, tensor in res.artifacts.items():
             atomic_torch_save(rdir / "artifacts" / f"{name}.pt", tensor.detach().cpu())
-        result.update(status="done", metrics=res.metrics, data=ctx.data.meta)
+        result.update(status="done", metrics=res.metrics, timings=res.timings, data=ctx.data.meta)
     except NonFiniteLoss as e:
         result.update(status="failed", reason=f"non-finite loss: {e}")
     except Exception as e:  # a failed run is recorded, not fatal to the sweep
