@@ -326,3 +326,30 @@ def predict(model: nn.Module, data: ImageData, *, batch_size: int = 1024, amp: b
     if not parts:
         return torch.empty(0, 0, device=data.device)
     return torch.cat(parts).to(data.device)
+
+
+@torch.no_grad()
+def recompute_bn(model: nn.Module, data: ImageData, *, batch_size: int = 1024) -> None:
+    """Reset every BatchNorm's running statistics and re-estimate them (cumulative average) on `data`."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average over the batches below
+    was_training = model.training
+    model.train()
+    for x, _, _ in data.batches(batch_size):
+        model(x)
+    for bn, m in zip(bns, momenta):
+        bn.momentum = m
+    model.train(was_training)
+
+
+def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Uniform average of floating-point entries; integer buffers (e.g. num_batches_tracked) from the last state."""
+    out = {}
+    for k, v in states[-1].items():
+        out[k] = torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v
+    return out
