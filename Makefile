@@ -10,7 +10,9 @@ venv:
 	@bash .ci/venv.sh
 
 demo:
-	@V=$(VENV) && $$V/bin/forgetbench run sweeps/smoke.yaml --out $(RESULTS)
+	@V=$(VENV) && $$V/bin/forgetbench run sweeps/smoke.yaml --out $(RESULTS) && \
+	$$V/bin/forgetbench report $(RESULTS)/smoke --out $(RESULTS)/report && \
+	echo "report of the smoke sweep: $(RESULTS)/report/index.html (self-contained), $(RESULTS)/report/index.md"
 
 test:
 	@V=$(VENV) && $$V/bin/python -m pytest -q --durations=15 --timeout=900 $(PYTEST_ARGS)

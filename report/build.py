@@ -1,0 +1,118 @@
+"""`forgetbench report RESULTS --out DIR`: tables (Markdown, LaTeX, CSV), figures (PNG, PDF), index.md/.html.
+
+Layout of DIR: index.md, index.html (self-contained), tables/<paper>.{md,tex,csv} (every row: measured mean ± std
+over seeds, n, published value with its source, difference), tables/<paper>_layout_*.{md,tex,csv} (the paper's
+own table layout), tables/<paper>_provenance.{md,csv}, tables/generic_<spec>.*, figures/*.{png,pdf}.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from report import plots
+from report.html import Section, Table, write_html, write_markdown
+from report.tables import (PAPERS, csv_frame, display_frame, generic_table, load_reference, load_store,
+                           paper_tables, to_markdown, write_table)
+
+FIGURES = {"forgetmenot": plots.forgetmenot_figures, "know": plots.know_figures,
+           "contextfree": plots.contextfree_figures}
+
+INTRO = {
+    "forgetmenot": "Test accuracy (%) of the Forget Me Not methods, mean ± sample std over seeds (n seeds). "
+                   "Published numbers: the predecessor's single vs KF (∞) table and Forget Me Not's Table II "
+                   "(card section 6). Δ = measured − published in accuracy points, only where dataset, model, "
+                   "noise and data size match the published row; otherwise 'different setting' and the nearest "
+                   "published row is shown for reference.",
+    "know": "CIFAR-10 top-1 accuracy (%) after fine-tuning from the predicted weights, mean ± sample std over "
+            "seeds. Published numbers: card section 7 (ResNet18, CIFAR-100 → CIFAR-10). Δ only for the same "
+            "setting.",
+    "contextfree": "Forgetting = increase of corpus-A bits per character (lower is better) and task exact match "
+                   "(%), mean ± sample std over seeds. The paper's numbers are not retrievable: it is compared by "
+                   "its qualitative claim 'CF < contextual, replay in forgetting'.",
+}
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", s.lower()).strip("_")[:50]
+
+
+def _provenance(long: pd.DataFrame) -> pd.DataFrame:
+    if long.empty or "run_ids" not in long:
+        return pd.DataFrame()
+    p = long[long["run_ids"].astype(str) != ""].drop_duplicates(["setting", "variant"])
+    cols = {"setting": "setting", "method_label": "method", "data": "data", "specs": "spec", "seeds": "seeds",
+            "run_ids": "run ids", "git_sha": "git sha", "device": "device"}
+    return p[[c for c in cols if c in p]].rename(columns=cols)
+
+
+def build_report(results_dir: Path, out_dir: Path) -> Path:
+    """Read the store under `results_dir`, write the report into `out_dir`; returns the path of index.html."""
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    tdir, fdir = out_dir / "tables", out_dir / "figures"
+    for d in (tdir, fdir):
+        d.mkdir(parents=True, exist_ok=True)
+        for old in d.iterdir():  # a rebuild must not keep figures of runs that are gone
+            if old.is_file() and old.suffix in {".png", ".pdf", ".md", ".tex", ".csv"}:
+                old.unlink()
+    store = load_store(results_dir)
+    ref = load_reference()
+    runs = store.runs
+    n_done = int((runs["status"] == "done").sum()) if not runs.empty else 0
+    failed = runs[runs["status"] != "done"] if not runs.empty else runs
+    shas = sorted(set(runs["git_sha"].astype(str))) if not runs.empty else []
+    header = [f"Results store: {results_dir.resolve()}",
+              f"Generated: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+              f"Runs: {n_done} done, {len(failed)} failed; specs: {', '.join(sorted(store.sweeps)) or 'none'}",
+              f"Git sha of the runs: {', '.join(shas) or 'n/a'}",
+              "Units: accuracies in %, Δ = measured − published in accuracy points; ± = sample std over seeds "
+              "(ddof=1); n = number of seeds. 'not run' = no finished run in the store."]
+    sections: list[Section] = []
+    for paper in PAPERS.values():
+        pt = paper_tables(store, paper, ref)
+        sec = Section(paper.title, paper.key, intro=[INTRO[paper.key]], notes=pt.notes, claims=pt.claims)
+        disp = display_frame(pt.long, paper)
+        files = write_table(disp, tdir, paper.key, csv_frame=csv_frame(pt.long, paper),
+                            caption=f"{paper.title}: measured vs published")
+        for i, (name, grid) in enumerate(pt.layouts.items(), 1):
+            stem = f"{paper.key}_layout_{i}"
+            sec.tables.append(Table(f"Paper layout: {name}", grid, write_table(grid, tdir, stem, caption=name)))
+        sec.tables.append(Table("All rows: measured vs published, with sources", disp, files))
+        prov = _provenance(pt.long)
+        if not prov.empty:
+            (tdir / f"{paper.key}_provenance.md").write_text(to_markdown(prov) + "\n")
+            prov.to_csv(tdir / f"{paper.key}_provenance.csv", index=False)
+            sec.provenance = Table("Provenance (spec, run ids, git sha, device)", prov,
+                                   {"md": tdir / f"{paper.key}_provenance.md",
+                                    "csv": tdir / f"{paper.key}_provenance.csv"})
+        sec.figures, sec.skipped = FIGURES[paper.key](store, fdir)
+        sections.append(sec)
+    # any sweep: a table and two figures per spec
+    gsec = Section("All sweeps (generic)", "generic",
+                   intro=["Every spec in the store, whatever the paper: mean ± sample std over seeds per method "
+                          "and setting, test accuracy per method, and validation accuracy per epoch."])
+    done = store.done
+    for spec in sorted(set(done["spec"])) if not done.empty else []:
+        d = done[done["spec"] == spec]
+        g = generic_table(d)
+        shown = g[[c for c in g.columns if not c.endswith(("_mean", "_std"))]]
+        stem = f"generic_{_slug(spec)}"
+        files = write_table(shown, tdir, stem, csv_frame=g, caption=f"{spec}: all methods")
+        sweep = store.sweeps.get(spec, {})
+        desc = (sweep.get("spec") or {}).get("description", "")
+        gsec.tables.append(Table(f"{spec}{': ' + desc if desc else ''}", shown, files))
+        notes = sorted({f"{spec}: {n} ({r['dataset']}): {int(r['n_train'])} train, {int(r['n_val'])} val, "
+                        f"{int(r['n_test'])} test; devices {r['device_str']}; git {r['git_sha']}"
+                        for n, (_, r) in zip(d["data_note"], d.iterrows()) if pd.notna(r.get("n_train"))})
+        gsec.notes += notes
+    gsec.figures, gsec.skipped = plots.generic_figures(store, fdir)
+    if not failed.empty:
+        gsec.notes += [f"FAILED {r['spec']}/{r['run_id']} ({r['method']}, seed {r['seed']}): {r.get('reason')}"
+                       for _, r in failed.iterrows()]
+    sections.append(gsec)
+    write_markdown(sections, header, out_dir)
+    path = write_html(sections, header, out_dir)
+    print(f"report: {path.resolve()} (and {out_dir / 'index.md'}; tables in {tdir}, figures in {fdir})")
+    return path
