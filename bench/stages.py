@@ -97,8 +97,12 @@ class PredictionRecorder:
 
     def __call__(self, end) -> None:
         from bench.train import predict
-        out = {name: predict(end.model, data, batch_size=self.batch_size).softmax(-1).half().cpu()
-               for name, data in self.splits.items() if len(data)}
+        out = {}
+        for name, data in self.splits.items():
+            if len(data):
+                logits = end.val_logits if name == "val" and end.val_logits is not None else \
+                    predict(end.model, data, batch_size=self.batch_size)
+                out[name] = logits.softmax(-1).half().cpu()
         atomic_torch_save(self.folder / f"epoch_{end.epoch:04d}.pt", out)
 
     def consolidate(self, epochs: int) -> None:

@@ -117,6 +117,7 @@ class EpochEnd:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     metrics: dict[str, float]
     train_pred: Optional[torch.Tensor] = field(default=None, repr=False)
+    val_logits: Optional[torch.Tensor] = field(default=None, repr=False)  # float32 [N_val, C], this epoch's model
 
 
 Hook = Callable[[EpochEnd], None]
@@ -238,14 +239,17 @@ def fit(model: nn.Module, train: ImageData, recipe: TrainConfig, *, seed: int, d
             raise NonFiniteLoss(f"epoch {epoch}, step {bad + 1}/{steps_per_epoch}: loss = {step_loss[bad].item()}")
 
         metrics: dict[str, float] = {"train_loss": train_loss, "train_acc": train_correct / n}
-        if val is not None:
-            res = evaluate(model, val, batch_size=recipe.eval_batch_size, amp=amp, channels_last=channels_last)
-            metrics.update(val_loss=res["loss"], val_acc=res["acc"])
+        val_logits = None
+        if val is not None:  # logits once: the metrics below and hooks (e.g. prediction recorders) share them
+            val_logits = predict(model, val, batch_size=recipe.eval_batch_size, amp=amp, channels_last=channels_last)
+            res = torch.stack([F.cross_entropy(val_logits, val.y).double(),
+                               (val_logits.argmax(1) == val.y).double().mean()]).tolist()
+            metrics.update(val_loss=res[0], val_acc=res[1])
         metrics.update(lr=lr, epoch_time_s=epoch_time)
         bar.set_postfix({k: round(v, 4) for k, v in metrics.items() if k != "lr"}, refresh=False)
         bar.close()
         end = EpochEnd(epoch=epoch, model=model, optimizer=optimizer, scheduler=scheduler, metrics=metrics,
-                       train_pred=train_pred)
+                       train_pred=train_pred, val_logits=val_logits)
         for hook in hooks:
             hook(end)
         history.append({"epoch": epoch, **metrics})
