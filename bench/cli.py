@@ -16,16 +16,22 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="expand a sweep spec into runs and execute them")
     p.add_argument("spec", type=Path)
     p.add_argument("--out", type=Path, default=Path("results"), help="results store (default: results/)")
-    p.add_argument("--executor", default="inline", help="inline | local")
-    p.add_argument("--workers", type=int, default=2, help="worker processes for --executor local")
+    p.add_argument("--executor", default="inline", help="inline | local | submitit-local | slurm | debug")
+    p.add_argument("--workers", type=int, default=2,
+                   help="worker processes (local) / concurrent jobs (submitit-local)")
+    p.add_argument("--detach", action="store_true",
+                   help="slurm / submitit-local: return once submitted (job ids in RESULTS/<spec>/jobs.json); "
+                        "follow with `forgetbench status`")
     p.add_argument("--dry-run", action="store_true", help="list the runs without executing them")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec field, e.g. --set train.epochs=1 (repeatable)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--metric", default="test_acc", help="metric of the printed summary table")
 
-    s = sub.add_parser("status", help="done / failed / pending counts of a sweep folder (or all under a results dir)")
+    s = sub.add_parser("status", help="done / failed / running / queued / pending runs of a sweep folder (or all "
+                                      "under a results dir), job logs of failed and running jobs, tuning studies")
     s.add_argument("path", type=Path)
+    s.add_argument("--no-jobs", action="store_true", help="do not query the job scheduler")
 
     r = sub.add_parser("results", help="print the mean ± std table of a sweep folder")
     r.add_argument("path", type=Path)
@@ -39,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("spec", type=Path)
     t.add_argument("--out", type=Path, default=Path("results"))
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--n-trials", type=int, default=None, help="override tune.n_trials")
+    t.add_argument("--workers", type=int, default=None, help="override tune.workers (parallel workers, one study)")
+    t.add_argument("--executor", default=None, help="override tune.executor: local | slurm | submitit-local")
+    t.add_argument("--storage", default=None, help="override tune.storage: sqlite:///F | journal:PATH | RDB URL")
+    t.add_argument("--detach", action="store_true", help="slurm / submitit-local: return once the workers are "
+                                                         "submitted")
+    t.add_argument("--no-progress", action="store_true")
 
     args = parser.parse_args(argv)
     try:
@@ -64,6 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SpecError("--executor", args.executor, ", ".join(EXECUTORS.names()))
     if args.workers < 1:
         raise SpecError("--workers", args.workers, "an integer >= 1")
+    if args.detach and args.executor not in ("slurm", "submitit-local"):
+        raise SpecError("--detach", args.executor, "only with --executor slurm or submitit-local")
     spec_dir = args.out / spec.name
     sweep = read_json(spec_dir / SWEEP) or {}
     ids = list(dict.fromkeys([*sweep.get("runs", []), *(run_id(r) for r in spec.runs)]))
@@ -74,8 +89,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     failed = []
     if todo:
-        executor = EXECUTORS.get(args.executor)(workers=args.workers, resources=spec.resources)
+        executor = EXECUTORS.get(args.executor)(workers=args.workers, resources=spec.resources,
+                                                **({"detach": True} if args.detach else {}))
         results = executor.run(todo, args.out, progress=not args.no_progress)
+        if args.detach:
+            return 0
         failed = [r for r in results if r["status"] == "failed"]
         for r in failed:
             print(f"FAILED {r['run_id']}: {r['reason']}", file=sys.stderr)
@@ -93,15 +111,31 @@ def _print_table(spec_dir: Path, metric: str) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from bench.store import spec_dirs, sweep_status
-    dirs = spec_dirs(args.path)
-    if not dirs:
+    from bench.tune import study_dirs, tune_status
+    root = Path(args.path)
+    dirs = spec_dirs(root)
+    tunes = study_dirs(root)
+    if not dirs and not tunes:
         print(f"no sweep folders under {args.path}", file=sys.stderr)
         return 1
     for d in dirs:
-        st = sweep_status(d)
-        print(f"{st['spec']}: {st['done']} done, {st['failed']} failed, {st['pending']} pending (of {st['total']})")
+        if args.no_jobs:
+            st = sweep_status(d)
+            st.update(running=0, queued=0, jobs=[])
+        else:
+            from bench.submit import sweep_progress
+            st = sweep_progress(d)
+        jobs = f"; {st['running']} running, {st['queued']} queued" if st.get("submissions") else ""
+        print(f"{st['spec']}: {st['done']} done, {st['failed']} failed, {st['pending']} pending (of {st['total']})"
+              f"{jobs}")
         for rid, reason in st["failures"]:
             print(f"  failed {rid}: {reason}")
+        for job in st["jobs"]:
+            print(f"  {job['executor']} job {job['job_id']} [{job['state']}]: {len(job['runs'])} runs\n"
+                  f"    log: {job['stdout']}\n    err: {job['stderr']}")
+    for t in tunes:
+        for line in tune_status(t):
+            print(line)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Executors run a list of runs: `inline` (this process) and `local` (a pool of worker processes).
+"""Executors run a list of runs: `inline` (this process) and `local` (a pool of worker processes) here;
+`slurm`, `submitit-local` and `debug` (submitit) in `bench.submit`, registered at the end of this module.
 
 Runs that share a base training stage are grouped and executed one after another by the same worker, so the
 shared stage is computed once and no worker waits on another's lock.
@@ -86,3 +87,6 @@ class LocalExecutor:
                 bar.update(len(res))
                 bar.set_postfix(failed=sum(x["status"] == "failed" for x in results))
         return results
+
+
+import bench.submit  # noqa: E402,F401  (registers slurm, submitit-local, debug; imports submitit lazily-safe)
