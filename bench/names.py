@@ -9,12 +9,17 @@ from bench.registry import suggest
 
 def check_dataset(name: str, path: str) -> None:
     from bench.data import DATASETS
-    if name not in DATASETS:
-        raise SpecError(path, name, f"one of {', '.join(DATASETS.names())}{suggest(name, DATASETS.names())}")
+    from bench.text_data import TEXT_DATASETS  # text corpora (language-model methods)
+    if name not in DATASETS and name not in TEXT_DATASETS:
+        names = DATASETS.names() + TEXT_DATASETS.names()
+        raise SpecError(path, name, f"one of {', '.join(names)}{suggest(name, names)}")
 
 
 def check_model(name: str, path: str) -> None:
     from bench.models import MODELS
+    from bench.lm import HF_PREFIX, LM_MODELS  # language models: tiny_lm, hf:<local directory>
+    if name in LM_MODELS or (name.startswith(HF_PREFIX) and len(name) > len(HF_PREFIX)):
+        return
     if name.startswith("timm:"):
         import timm
         if not timm.is_model(name[5:]):
