@@ -89,6 +89,11 @@ class RunContext:
 
 @functools.lru_cache(maxsize=2)
 def _cached_splits(data_json: str, device: str):
-    """Loaded splits, shared by the runs of one process that use the same dataset config and device."""
+    """Loaded splits (image: bench.data.Splits; text corpora: bench.text_data.TextSplits), shared by the runs of
+    one process that use the same dataset config and device."""
     from bench.data import load_splits
-    return load_splits(parse(DataConfig, json.loads(data_json), "dataset"), device=torch.device(device))
+    from bench.text_data import TEXT_DATASETS, load_text_splits
+    cfg = parse(DataConfig, json.loads(data_json), "dataset")
+    if cfg.name in TEXT_DATASETS:
+        return load_text_splits(cfg)
+    return load_splits(cfg, device=torch.device(device))

@@ -37,7 +37,6 @@ from bench.lm import (ReplayPool, arithmetic_task, bits_per_char, build_lm, enco
 from bench.method import Method, MethodResult, RunContext, register_method
 from bench.seeding import generator
 from bench.store import atomic_torch_save, atomic_write_json
-from bench.text_data import load_text_splits
 
 ORIGINAL_STAGE_VERSION = 1
 POOL_STAGE_VERSION = 1
@@ -161,8 +160,7 @@ class LMArm(Method):
     def run(self, ctx: RunContext) -> MethodResult:
         p, cfg = self.params, ctx.config
         t0 = time.perf_counter()
-        splits = load_text_splits(cfg.dataset)
-        ctx.data = splits  # the runner records ctx.data.meta; RunContext.data would load image data
+        splits = ctx.data  # text splits (RunContext.data dispatches on the dataset's kind)
         tok = make_tokenizer(cfg.model)
         state, info = original_model(ctx, p, tok, splits)
         self.orig = build_lm(cfg.model, tok, seed=cfg.seed).to(ctx.device)
