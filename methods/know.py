@@ -1,0 +1,216 @@
+"""KNOW prediction (card ../shared/papers/know.md): pretrain on a source task, record a structured-forgetting
+trajectory, extrapolate the weights *against* forgetting, replace the head and fine-tune on the target task.
+
+The run's `dataset` is the TARGET task; `method.params.source` gives the SOURCE task as overrides of the run's
+dataset config (fields not given are inherited, e.g. `{classes: [0, 1, 2, 3, 4]}` or `{name: cifar100,
+classes: null}`). The run's `train` block is the source pretraining recipe (its `epochs` replaced by
+`pretrain_epochs`) and supplies batch size / augmentation to every phase. All methods of one configuration
+with the same trajectory parameters share one pretraining + trajectory stage per seed.
+
+Methods: know_naive (fine-tune from Θ0), know_x2 / know_x4 / know_x8 (KNOWN, 1 / 2 / 3 recursive steps);
+TaskVector and ExpFit live in baselines/ and share `TransferMethod`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+import torch
+
+from bench.config import AugmentConfig, DataConfig, OptimizerConfig, ScheduleConfig, SpecError, TrainConfig, \
+    parse, to_dict
+from bench.know import (KINDS, DownstreamRecipe, Extrapolator, KnownExtrapolator, finetune_downstream, load_known,
+                        predict_states, trajectory_stage, transplant)
+from bench.method import Method, MethodResult, RunContext, register_method
+
+
+def _check(cond: bool, name: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise SpecError(f"method.params.{name}", value, allowed)
+
+
+@dataclass
+class TransferParams:
+    """Shared by every KNOW-family method; the first block keys the shared trajectory stage."""
+    source: dict[str, Any] = field(default_factory=dict)   # DataConfig overrides of the run's dataset
+    pretrain_epochs: int = 10          # Θ0: source pretraining length ([open] in the card)
+    rate: float = 0.5                  # r: |D_{s+1}| = r |D_s| (card section 1)
+    trajectory_length: int = 5         # S snapshots Θ0..Θ_{S-1}
+    epochs_per_step: int = 1           # fine-tuning epochs on each nested subset (official script: 1)
+    step_lr: float = 1e-3              # Adam lr of the forgetting steps (official script: 1e-3)
+    # downstream (card section 6)
+    phase1_epochs: int = 10
+    phase2_epochs: int = 100
+    lr1: float = 1e-3
+    lr2: float = 4e-4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, dict):
+            raise SpecError("method.params.source", self.source, "a mapping of dataset fields (overrides)")
+        parse(DataConfig, self.source, "method.params.source")   # typos and bad values name the field
+        _check(self.pretrain_epochs >= 1, "pretrain_epochs", self.pretrain_epochs, "an integer >= 1")
+        _check(0 < self.rate < 1, "rate", self.rate, "a number in (0, 1)")
+        _check(self.trajectory_length >= 2, "trajectory_length", self.trajectory_length, "an integer >= 2")
+        _check(self.epochs_per_step >= 1, "epochs_per_step", self.epochs_per_step, "an integer >= 1")
+        for name in ("step_lr", "lr1", "lr2"):
+            v = getattr(self, name)
+            _check(v > 0 and math.isfinite(v), name, v, "a number > 0")
+        for name in ("phase1_epochs", "phase2_epochs"):
+            v = getattr(self, name)
+            _check(v >= 0, name, v, "an integer >= 0")
+
+
+class TransferMethod(Method):
+    """Card sections 1, 5, 6: shared trajectory stage, Θ0 or a prediction from it, new head, two-phase fine-tune."""
+    Params = TransferParams
+    steps = 0                          # extrapolation steps (0 = naive transfer from Θ0)
+
+    def extrapolator(self, ctx: RunContext) -> Optional[Extrapolator]:
+        return None
+
+    def window_length(self) -> int:
+        return self.params.trajectory_length
+
+    def source_config(self, ctx: RunContext) -> DataConfig:
+        merged = {**to_dict(ctx.config.dataset), **self.params.source}
+        return parse(DataConfig, merged, "method.params.source")
+
+    def run(self, ctx: RunContext) -> MethodResult:
+        from bench.train import evaluate, init_model
+        p = self.params
+        seed = ctx.config.seed
+        train = ctx.config.train
+        source = self.source_config(ctx)
+        pretrain = TrainConfig(**{**{f.name: getattr(train, f.name) for f in fields(TrainConfig)},
+                                  "epochs": p.pretrain_epochs, "record_predictions": False,
+                                  "keep_checkpoints": False})
+        step = TrainConfig(epochs=p.epochs_per_step, batch_size=train.batch_size,
+                           eval_batch_size=train.eval_batch_size,
+                           optimizer=OptimizerConfig(name="adam", lr=p.step_lr, weight_decay=0.0),
+                           schedule=ScheduleConfig(name="constant"), augment=AugmentConfig(**to_dict(train.augment)),
+                           amp=train.amp, channels_last=train.channels_last, checkpoint_every=0,
+                           record_predictions=False, keep_checkpoints=False)
+        traj = trajectory_stage(ctx, source, ctx.config.model, pretrain, step, rate=p.rate,
+                                length=p.trajectory_length, seed=seed)
+        theta0 = traj.theta0()
+        metrics: dict[str, Any] = {}
+        timings = {"pretrain_s": traj.info["pretrain_s"], "trajectory_s": traj.info["trajectory_s"]}
+        state = theta0
+        ex = self.extrapolator(ctx)
+        if ex is not None:
+            t0 = time.perf_counter()
+            window = traj.window(self.window_length())
+            state = predict_states(traj.layout, window, theta0, ex, self.steps)[-1]
+            timings["predict_s"] = time.perf_counter() - t0
+            flat0, flat1 = traj.layout.flatten(theta0), traj.layout.flatten(state)
+            for k in KINDS:
+                if flat0[k].numel():
+                    metrics[f"rel_change_{k}"] = float((flat1[k] - flat0[k]).norm() / flat0[k].norm().clamp_min(1e-12))
+        # the source-task view (diagnostic): Θ0 vs the predicted weights with the source head
+        from bench.method import _cached_splits
+        from bench.spec import canonical_json
+        src = _cached_splits(canonical_json(to_dict(source)), str(ctx.device))
+        src_model = init_model(ctx.config.model, num_classes=src.num_classes, in_chans=src.in_chans,
+                               img_size=src.img_size, seed=seed).to(ctx.device)
+        src_model.load_state_dict(state)
+        metrics["source_test_acc"] = evaluate(src_model, src.test, batch_size=train.eval_batch_size)["acc"]
+        del src_model
+        # target: same architecture, new head (the run's own init stream), two-phase fine-tuning
+        t0 = time.perf_counter()
+        d = ctx.data
+        model = init_model(ctx.config.model, num_classes=d.num_classes, in_chans=d.in_chans, img_size=d.img_size,
+                           seed=seed).to(ctx.device)
+        transplant(model, state)
+        recipe = DownstreamRecipe(phase1_epochs=p.phase1_epochs, phase2_epochs=p.phase2_epochs, lr1=p.lr1,
+                                  lr2=p.lr2)
+        metrics.update(finetune_downstream(ctx, model, recipe, seed=seed, log=ctx.log))
+        timings["finetune_s"] = time.perf_counter() - t0
+        metrics.update(steps=self.steps, scale=(1 / p.rate) ** self.steps,
+                       source_subset_sizes=traj.info["subset_sizes"])
+        return MethodResult(metrics=metrics, timings=timings)
+
+
+@register_method("know_naive")
+class KnowNaive(TransferMethod):
+    """Card section 5 "Naive": fine-tune downstream from Θ0 (with its BatchNorm) with the section 6 recipe."""
+    steps = 0
+
+
+@dataclass
+class KnownParams(TransferParams):
+    weights: str = "official"          # official | path to a .pt from methods/known_train.py | folder of .h5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.trajectory_length >= 5, "trajectory_length", self.trajectory_length,
+               "an integer >= 5 (KNOWN reads a window of 5 snapshots)")
+        if self.weights != "official":
+            from pathlib import Path
+            _check(Path(self.weights).exists(), "weights", self.weights,
+                   "'official' or an existing .pt checkpoint / folder of KNOWN_{Conv,FC,Bias}.h5")
+
+
+class KnowPrediction(TransferMethod):
+    """Card sections 2-3 + 6: KNOWN applied recursively `steps` times to the last 5 snapshots."""
+    Params = KnownParams
+
+    def window_length(self) -> int:
+        return 5
+
+    def extrapolator(self, ctx: RunContext) -> Extrapolator:
+        return KnownExtrapolator(load_known(self.params.weights), device=ctx.device)
+
+
+@register_method("know_x2")
+class KnowX2(KnowPrediction):
+    """KNOW ×2 (card sections 2, 3, 6): one KNOWN step beyond Θ0 (×1/r of the data; ×2 at r = 0.5)."""
+    steps = 1
+
+
+@register_method("know_x4")
+class KnowX4(KnowPrediction):
+    """KNOW ×4 (card sections 2, 3, 6): two recursive KNOWN steps (×1/r² of the data)."""
+    steps = 2
+
+
+@register_method("know_x8")
+class KnowX8(KnowPrediction):
+    """KNOW ×8 (card sections 2, 3, 6): three recursive KNOWN steps (×1/r³ of the data)."""
+    steps = 3
+
+
+class _Shrink(Extrapolator):
+    """Θ0 scaled by a constant (ignores the rest of the window)."""
+    min_window = 1
+
+    def __init__(self, factor: float) -> None:
+        self.factor = float(factor)
+
+    def predict_kind(self, kind: str, w: torch.Tensor, steps: int) -> torch.Tensor:
+        return (w[-1] * self.factor).unsqueeze(0)
+
+
+@dataclass
+class ShrinkParams(TransferParams):
+    factor: float = 0.6    # every predicted entry (conv/linear kernels, biases) times this; BN untouched
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0 < self.factor and math.isfinite(self.factor), "factor", self.factor, "a number > 0")
+
+
+@register_method("know_shrink")
+class KnowShrink(TransferMethod):
+    """A CONTROL, not in the paper: Θ̂ = factor · Θ0 (uniform weight shrinkage), then the card section 6
+    fine-tuning. On small nets the official KNOWN's ×2/×4/×8 outputs are ~98% parallel to −Θ0 (a uniform shrink of
+    the conv kernels by ~0.79/0.60/0.42), so this separates "extrapolated knowledge" from "smaller weights"."""
+    Params = ShrinkParams
+    steps = 1
+
+    def window_length(self) -> int:
+        return 1
+
+    def extrapolator(self, ctx: RunContext) -> Extrapolator:
+        return _Shrink(self.params.factor)

@@ -1,0 +1,124 @@
+"""KNOWN port: the released Keras weights reproduce the card's reference outputs; loader, layout, chunking."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import bench.paths
+from bench.config import ModelConfig
+from bench.know import (KINDS, KnownExtrapolator, KnownNet, WeightLayout, keras_layer_map, load_keras_h5,
+                        load_known)
+from bench.train import init_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny nets: one torch thread avoids oversubscription on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+WEIGHTS = Path(bench.paths.PROJECT_ROOT).parent / "shared" / "papers" / "know-weights"
+
+# card section 2: residual (before adding w_0) for constant histories [c]*5
+CONSTANT = {0.00: (+0.000297, +0.000293, +0.000021), 0.01: (-0.003283, -0.000818, -0.003413),
+            0.05: (-0.011075, -0.003794, -0.011254), 0.10: (-0.019623, -0.006366, -0.019826),
+            0.20: (-0.040037, -0.011056, -0.037208), -0.10: (+0.015945, +0.004608, +0.014029)}
+TOY = [0.050, 0.056, 0.060, 0.063, 0.065]
+TOY_STEPS = {"conv": (0.052339, 0.040448, 0.029600), "fc": (0.061187, 0.056848, 0.052534),
+             "bias": (0.057437, 0.039875, 0.008395)}
+
+
+@pytest.fixture(scope="module")
+def official() -> dict[str, KnownNet]:
+    if not all((WEIGHTS / f"KNOWN_{n}.h5").is_file() for n in ("Conv", "FC", "Bias")):
+        pytest.skip(f"official KNOWN weights absent ({WEIGHTS})")
+    pytest.importorskip("h5py")
+    return load_known(str(WEIGHTS))
+
+
+def test_official_constant_histories(official) -> None:
+    x = torch.tensor([[c] * 5 for c in CONSTANT])
+    for j, kind in enumerate(KINDS):
+        got = official[kind].residual(x)
+        want = torch.tensor([v[j] for v in CONSTANT.values()])
+        assert torch.allclose(got, want, atol=1e-5, rtol=0), (kind, got, want)
+
+
+def test_official_toy_history_three_steps(official) -> None:
+    window = {k: torch.tensor(TOY).unsqueeze(1) for k in KINDS}
+    pred = KnownExtrapolator(official).predict(window, 3)
+    for kind in KINDS:
+        assert torch.allclose(pred[kind][:, 0], torch.tensor(TOY_STEPS[kind]), atol=1e-5, rtol=0), kind
+
+
+def test_parameter_count_and_layer_map() -> None:
+    assert sum(p.numel() for p in KnownNet().parameters()) == 9425
+    names = keras_layer_map()
+    assert sorted(names) == sorted(["dense"] + [f"dense_{i}" for i in range(1, 13)])
+    params = dict(KnownNet().named_parameters())
+    for stream, role in names.values():
+        prefix = f"{stream}." if stream else ""
+        assert f"{prefix}k{role}" in params and f"{prefix}b{role}" in params
+
+
+def test_keras_h5_roundtrip(tmp_path: Path) -> None:
+    """A Keras-layout file written from a random net loads back to the same function."""
+    h5py = pytest.importorskip("h5py")
+    torch.manual_seed(0)
+    net = KnownNet()
+    params = dict(net.named_parameters())
+    path = tmp_path / "k.h5"
+    with h5py.File(path, "w") as f:
+        for layer, (stream, role) in keras_layer_map().items():
+            g = f.create_group(layer).create_group(layer)
+            prefix = f"{stream}." if stream else ""
+            g["kernel:0"] = params[f"{prefix}k{role}"].detach().numpy()
+            g["bias:0"] = params[f"{prefix}b{role}"].detach().numpy()
+    loaded = load_keras_h5(path)
+    x = torch.randn(100, 5) * 0.1
+    assert torch.equal(loaded.residual(x), net.residual(x))
+
+
+def test_chunked_inference_matches_autograd_forward() -> None:
+    torch.manual_seed(1)
+    net = KnownNet()
+    x = torch.randn(1000, 5) * 0.1
+    ref = net(x)                      # grad-enabled path (out-of-place)
+    assert ref.requires_grad
+    for chunk in (1, 7, 256, 4096):
+        assert torch.allclose(net.residual(x, chunk), ref.detach(), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18_cifar"])
+def test_layout_kinds_and_roundtrip(name: str) -> None:
+    kwargs = {"width": 4}
+    model = init_model(ModelConfig(name=name, kwargs=kwargs), num_classes=3, in_chans=3, img_size=8, seed=0)
+    layout = WeightLayout.of(model)
+    state = model.state_dict()
+    kinds = {k: kind for k, kind, _ in layout.entries}
+    assert all(kinds[k] == "conv" for k in kinds if state[k].ndim == 4)
+    assert not any(k.endswith("running_mean") for k in kinds)
+    for key, mod in model.named_modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            assert f"{key}.weight" not in kinds and f"{key}.bias" not in kinds
+    head = [k for k, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert kinds[f"{head}.weight"] == "fc" and kinds[f"{head}.bias"] == "bias"
+    flat = layout.flatten(state)
+    assert sum(v.numel() for v in flat.values()) == sum(state[k].numel() for k in kinds)
+    new = layout.unflatten({k: v + 1 for k, v in flat.items()}, state)
+    for k, v in state.items():
+        assert torch.equal(new[k], v + 1 if k in kinds else v), k
+
+
+def test_threaded_residual_matches_single_thread() -> None:
+    torch.manual_seed(2)
+    net = KnownNet()
+    x = torch.randn(5000, 5) * 0.1
+    one = net.residual(x, chunk=64, workers=1)
+    assert torch.allclose(net.residual(x, chunk=64, workers=3), one, atol=1e-7)
+    assert torch.get_num_threads() == 1   # restored (the autouse fixture set 1)
