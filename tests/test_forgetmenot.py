@@ -25,9 +25,17 @@ train: {epochs: 6, batch_size: 64, optimizer: {name: sgd, lr: 0.05}}
 
 def test_forgetmenot_methods_share_one_base_run(tmp_path: Path, monkeypatch) -> None:
     import bench.train
+    from bench.method import load_methods
+    load_methods()
+    import methods.distilled_kf
     calls = []
     real_fit = bench.train.fit
-    monkeypatch.setattr(bench.train, "fit", lambda *a, **k: calls.append(k.get("desc")) or real_fit(*a, **k))
+
+    def counting_fit(*a, **k):
+        calls.append(k.get("desc"))
+        return real_fit(*a, **k)
+    monkeypatch.setattr(bench.train, "fit", counting_fit)            # the base stage imports it at call time
+    monkeypatch.setattr(methods.distilled_kf, "fit", counting_fit)   # the student's import
     spec = tmp_path / "s.yaml"
     spec.write_text(SPEC)
     out = tmp_path / "out"
