@@ -49,8 +49,8 @@ from tqdm.auto import tqdm
 from bench.config import TrainConfig
 from bench.data.tensors import ImageData
 from bench.seeding import generator
-from bench.stages import (DONE, BaseRun, PredictionRecorder, base_key, build_model_for, save_weights, stage_dir)
-from bench.store import atomic_torch_save, atomic_write_json, read_jsonl, write_jsonl
+from bench.stages import DONE, BaseRun, base_key, base_stage_hooks, build_model_for, finish_base_stage, stage_dir
+from bench.store import atomic_write_json, read_jsonl, write_jsonl
 from bench.train import EpochEnd, Hook, NonFiniteLoss, evaluate, make_optimizer, make_scheduler
 
 BATCHED_STAGE = "batched-base"
@@ -261,30 +261,14 @@ def _compute(ctx, seeds: list[int], sdirs: list[Path]) -> None:
     for s, sdir in zip(seeds, sdirs):
         atomic_write_json(sdir / "key.json", batched_key(ctx, s))
         write_jsonl(sdir / "history.jsonl", [])
-        member: list = []
-        recorder = None
-        if cfg.train.record_predictions:
-            recorder = PredictionRecorder(sdir / "preds", {"val": ctx.data.val, "test": ctx.data.test},
-                                          cfg.train.eval_batch_size)
-            member.append(recorder)
-        if cfg.train.keep_checkpoints:
-            member.append(save_weights(sdir / "ckpt"))
-
-        def record(state, path=sdir / "history.jsonl") -> None:
-            with open(path, "a") as f:
-                f.write(json.dumps({"epoch": state.epoch, **state.metrics}, sort_keys=True) + "\n")
-        member.append(record)
+        member, recorder = base_stage_hooks(ctx, sdir)
         hooks.append(member)
         recorders.append(recorder)
     batched_fit(models, ctx.data.train, cfg.train, seeds=seeds, device=ctx.device, val=ctx.data.val, hooks=hooks,
                 progress=ctx.progress, desc=f"{cfg.model.name} s{','.join(map(str, seeds))} batched")
     total = time.perf_counter() - t0
     for model, recorder, sdir in zip(models, recorders, sdirs):
-        if recorder is not None:
-            recorder.consolidate(cfg.train.epochs)
-        atomic_torch_save(sdir / "final.pt", {k: v.detach().cpu() for k, v in model.state_dict().items()})
-        atomic_write_json(sdir / "timing.json", {"wall_time_s": total / len(seeds), "batched_wall_time_s": total,
-                                                 "batched_seeds": seeds, "resumed_from_epoch": 0})
-        (sdir / "ckpt" / f"epoch_{cfg.train.epochs:04d}.pt").unlink(missing_ok=True)  # = final.pt
+        finish_base_stage(ctx, sdir, model, recorder, {"wall_time_s": total / len(seeds), "batched_wall_time_s": total,
+                                                       "batched_seeds": seeds, "resumed_from_epoch": 0})
     for s, sdir in zip(seeds, sdirs):
         atomic_write_json(sdir / DONE, {"name": BATCHED_STAGE})

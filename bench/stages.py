@@ -121,6 +121,40 @@ def save_weights(folder: Path):
     return hook
 
 
+def history_recorder(path: Path):
+    """Epoch hook: append the epoch's metrics as one JSON line to `path`."""
+    def hook(end) -> None:
+        with open(path, "a") as f:
+            f.write(json.dumps({"epoch": end.epoch, **end.metrics}, sort_keys=True) + "\n")
+    return hook
+
+
+def base_stage_hooks(ctx, sdir: Path) -> tuple[list, PredictionRecorder | None]:
+    """The base stage's per-epoch bookkeeping: predictions on val/test, epoch weights, the history line."""
+    cfg = ctx.config
+    hooks: list = []
+    recorder = None
+    if cfg.train.record_predictions:
+        recorder = PredictionRecorder(sdir / "preds", {"val": ctx.data.val, "test": ctx.data.test},
+                                      cfg.train.eval_batch_size)
+        hooks.append(recorder)
+    if cfg.train.keep_checkpoints:
+        hooks.append(save_weights(sdir / "ckpt"))
+    hooks.append(history_recorder(sdir / "history.jsonl"))
+    return hooks, recorder
+
+
+def finish_base_stage(ctx, sdir: Path, model: torch.nn.Module, recorder: PredictionRecorder | None,
+                      timing: dict[str, Any]) -> None:
+    """Consolidate the predictions, save the final weights and the timing (the stage's `done` comes after)."""
+    epochs = ctx.config.train.epochs
+    if recorder is not None:
+        recorder.consolidate(epochs)
+    atomic_torch_save(sdir / "final.pt", {k: v.detach().cpu() for k, v in model.state_dict().items()})
+    atomic_write_json(sdir / "timing.json", timing)
+    (sdir / "ckpt" / f"epoch_{epochs:04d}.pt").unlink(missing_ok=True)  # the same weights as final.pt
+
+
 def base_run(ctx, seed: int | None = None) -> BaseRun:
     """Train (or reuse) the base run of this (dataset, model, recipe, seed); resumable from its last epoch.
 
@@ -142,29 +176,13 @@ def base_run(ctx, seed: int | None = None) -> BaseRun:
         history = [h for h in read_jsonl(sdir / "history.jsonl") if h["epoch"] <= done_epochs]
         write_jsonl(sdir / "history.jsonl", history)
 
-        def record(state) -> None:
-            with open(sdir / "history.jsonl", "a") as f:
-                f.write(json.dumps({"epoch": state.epoch, **state.metrics}, sort_keys=True) + "\n")
-
-        hooks: list = []
-        recorder = None
-        if cfg.train.record_predictions:
-            recorder = PredictionRecorder(sdir / "preds", {"val": ctx.data.val, "test": ctx.data.test},
-                                          cfg.train.eval_batch_size)
-            hooks.append(recorder)
-        if cfg.train.keep_checkpoints:
-            hooks.append(save_weights(sdir / "ckpt"))
-        hooks.append(record)
+        hooks, recorder = base_stage_hooks(ctx, sdir)
         if cfg.train.checkpoint_every:
             hooks.append(CheckpointHook(ckpt, every=cfg.train.checkpoint_every))
         fit(model, ctx.data.train, cfg.train, seed=seed, device=ctx.device, val=ctx.data.val, hooks=hooks,
             resume=resume, progress=ctx.progress, desc=f"{cfg.model.name} s{seed}")
-        if recorder is not None:
-            recorder.consolidate(cfg.train.epochs)
-        atomic_torch_save(sdir / "final.pt", {k: v.detach().cpu() for k, v in model.state_dict().items()})
-        atomic_write_json(sdir / "timing.json", {"wall_time_s": time.perf_counter() - t0,  # of the last attempt
-                                                 "resumed_from_epoch": done_epochs})
-        (sdir / "ckpt" / f"epoch_{cfg.train.epochs:04d}.pt").unlink(missing_ok=True)  # = final.pt
+        finish_base_stage(ctx, sdir, model, recorder, {"wall_time_s": time.perf_counter() - t0,  # last attempt
+                                                       "resumed_from_epoch": done_epochs})
         ckpt.unlink(missing_ok=True)
 
     sdir = ctx.stage("base", base_key(ctx, seed), compute)

@@ -14,13 +14,7 @@ from bench.method import METHODS, load_methods
 from bench.store import read_json
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets: one torch thread avoids oversubscription on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SPEC = """

@@ -13,13 +13,7 @@ from bench.know import (KINDS, KnownExtrapolator, KnownNet, WeightLayout, keras_
 from bench.train import init_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets: one torch thread avoids oversubscription on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 WEIGHTS = Path(bench.paths.PROJECT_ROOT).parent / "shared" / "papers" / "know-weights"
