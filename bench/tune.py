@@ -150,6 +150,22 @@ def _opt_bool(raw: dict, key: str, where: str, default: bool) -> bool:
     return v
 
 
+def _named_section(raw: dict, key: str, options: dict[str, Any], default: str) -> tuple[str, dict]:
+    """`tune.<key>`: a name or {name, ...options of that name}; unknown names and options are SpecErrors."""
+    sec = raw.get(key, {}) or {}
+    if isinstance(sec, str):
+        sec = {"name": sec}
+    if not isinstance(sec, dict):
+        raise SpecError(f"tune.{key}", sec, f"a name ({'|'.join(options)}) or a mapping with a name and its options")
+    name = sec.get("name", default)
+    if name not in options:
+        raise SpecError(f"tune.{key}.name", name, f"one of {', '.join(options)}")
+    for k in sec:
+        if k != "name" and k not in options[name]:
+            raise SpecError(f"tune.{key}.{k}", k, f"one of name{''.join(', ' + x for x in options[name])} for {name}")
+    return name, sec
+
+
 def parse_tune(raw: Any, spec_name: str, out: Path) -> TuneConfig:
     """Validate a spec's `tune:` mapping (errors name the field, the value and what is allowed)."""
     if not isinstance(raw, dict) or not raw:
@@ -181,37 +197,14 @@ def parse_tune(raw: Any, spec_name: str, out: Path) -> TuneConfig:
     if executor not in TUNE_EXECUTORS:
         raise SpecError("tune.executor", executor, f"one of {', '.join(TUNE_EXECUTORS)}")
 
-    s_raw = raw.get("sampler", {}) or {}
-    if isinstance(s_raw, str):
-        s_raw = {"name": s_raw}
-    if not isinstance(s_raw, dict):
-        raise SpecError("tune.sampler", s_raw, "a mapping {name: tpe|random, seed, n_startup_trials, multivariate, "
-                                               "constant_liar}")
-    sname = s_raw.get("name", "tpe")
-    if sname not in SAMPLERS:
-        raise SpecError("tune.sampler.name", sname, f"one of {', '.join(SAMPLERS)}")
-    for k in s_raw:
-        if k != "name" and k not in SAMPLERS[sname]:
-            raise SpecError(f"tune.sampler.{k}", k, f"one of name, {', '.join(SAMPLERS[sname])} for {sname}")
+    sname, s_raw = _named_section(raw, "sampler", SAMPLERS, "tpe")
     sampler: dict[str, Any] = {"name": sname, "seed": _opt_int(s_raw, "seed", "tune.sampler", 0, None)}
     if sname == "tpe":
         sampler.update(n_startup_trials=_opt_int(s_raw, "n_startup_trials", "tune.sampler", 0, 10),
                        multivariate=_opt_bool(s_raw, "multivariate", "tune.sampler", False),
                        constant_liar=_opt_bool(s_raw, "constant_liar", "tune.sampler", workers > 1))
 
-    p_raw = raw.get("pruner", {}) or {}
-    if isinstance(p_raw, str):
-        p_raw = {"name": p_raw}
-    if not isinstance(p_raw, dict):
-        raise SpecError("tune.pruner", p_raw, "a mapping {name: median|none, n_startup_trials, n_warmup_steps, "
-                                              "interval_steps}")
-    pname = p_raw.get("name", "median")
-    if pname not in PRUNERS:
-        raise SpecError("tune.pruner.name", pname, f"one of {', '.join(PRUNERS)}")
-    for k in p_raw:
-        if k != "name" and k not in PRUNERS[pname]:
-            raise SpecError(f"tune.pruner.{k}", k, f"one of name{''.join(', ' + x for x in PRUNERS[pname])} "
-                                                   f"for {pname}")
+    pname, p_raw = _named_section(raw, "pruner", PRUNERS, "median")
     pruner: dict[str, Any] = {"name": pname}
     if pname == "median":
         pruner.update(n_startup_trials=_opt_int(p_raw, "n_startup_trials", "tune.pruner", 0, 5),
