@@ -130,7 +130,7 @@ def build_spec(raw: Any) -> SweepSpec:
             run = copy.deepcopy(base)
             where = []
             for k, v in combo:
-                _set_path(run, k, copy.deepcopy(v))
+                set_path(run, k, copy.deepcopy(v))
                 where.append(f"grid.{k}={v!r}")
             raw_runs.append((", ".join(where), run))
 
@@ -150,7 +150,7 @@ def build_spec(raw: Any) -> SweepSpec:
             for k, v in entry.items():
                 if k in ("dataset", "model", "method"):
                     v = _normalize_named(v, f"include[{i}].{k}", {"dataset": None, "model": "kwargs", "method": "params"}[k])
-                _set_path(run, k, copy.deepcopy(v))
+                set_path(run, k, copy.deepcopy(v))
             raw_runs.append((f"include[{i}]", run))
 
     exclude = raw.get("exclude", []) or []
@@ -165,7 +165,7 @@ def build_spec(raw: Any) -> SweepSpec:
     runs: list[RunConfig] = []
     seen: set[str] = set()
     for where, r in raw_runs:
-        run = _resolve_run(name, r, where)
+        run = resolve_run(name, r, where)
         resolved = to_dict(run)
         if any(all(_matches(resolved, k, v) for k, v in entry.items()) for entry in exclude):
             continue
@@ -222,7 +222,8 @@ def _check_run_path(key: str, where: str) -> None:
         raise SpecError(where, key, f"a dotted path starting with one of {', '.join(RUN_KEYS)}{suggest(head, list(RUN_KEYS))}")
 
 
-def _set_path(run: dict, key: str, value: Any) -> None:
+def set_path(run: dict, key: str, value: Any) -> None:
+    """Set the dotted `key` of a raw run dict (creating mappings on the way)."""
     parts = key.split(".")
     node = run
     for p in parts[:-1]:
@@ -260,7 +261,7 @@ def _resolve_part(axis: str, item: dict, path: str) -> Any:
     return obj
 
 
-def _resolve_run(spec_name: str, r: dict, where: str) -> RunConfig:
+def resolve_run(spec_name: str, r: dict, where: str) -> RunConfig:
     """Parse one raw run into a typed RunConfig; errors name the grid/include entry that produced it."""
     try:
         seed = r["seed"]

@@ -313,11 +313,11 @@ def base_run_dict(spec: Any) -> dict[str, Any]:
 
 def run_with(base: dict[str, Any], spec_name: str, values: dict[str, Any]) -> Any:
     """The base run with `values` (dotted path -> value) applied, fully validated (a RunConfig)."""
-    from bench.spec import _resolve_run, _set_path
+    from bench.spec import resolve_run, set_path
     d = copy.deepcopy(base)
     for k, v in values.items():
-        _set_path(d, k, copy.deepcopy(v))
-    return _resolve_run(spec_name, d, "tune.params")
+        set_path(d, k, copy.deepcopy(v))
+    return resolve_run(spec_name, d, "tune.params")
 
 
 def check_space(cfg: TuneConfig, base: dict[str, Any], spec_name: str) -> None:

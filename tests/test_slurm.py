@@ -51,16 +51,6 @@ def _cancel(out: Path) -> None:
             subprocess.run(["scancel", *sorted(ids)], capture_output=True)
 
 
-@pytest.fixture()
-def one_thread():
-    """Reference runs with 1 torch thread, like the jobs (cpus: 1): bit-identical numbers on CPU."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _wait(cond, timeout: float, what: str, every: float = 0.3):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -85,7 +75,7 @@ resources: {partition: debug, time: 10, cpus: 1, mem: 1G, array_parallelism: 4}
 """
 
 
-def test_slurm_array_sweep_detached_then_collected(slurm, tmp_path: Path, capsys, one_thread) -> None:
+def test_slurm_array_sweep_detached_then_collected(slurm, tmp_path: Path, capsys, one_torch_thread) -> None:
     spec = tmp_path / "sl.yaml"
     spec.write_text(SWEEP)
     out = tmp_path / "out"
@@ -138,7 +128,7 @@ resources: {time: 60, cpus: 1}
 """
 
 
-def test_preempted_slurm_job_is_requeued_and_resumes_from_its_checkpoint(slurm, tmp_path: Path, one_thread
+def test_preempted_slurm_job_is_requeued_and_resumes_from_its_checkpoint(slurm, tmp_path: Path, one_torch_thread
                                                                          ) -> None:
     spec = tmp_path / "pre.yaml"
     spec.write_text(PREEMPT)
