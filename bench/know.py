@@ -177,17 +177,25 @@ class KnownNet(nn.Module):
                 "k5": k_out, "k_head": self.k_head.detach(), "b_head": self.b_head.detach()}
 
     @torch.no_grad()
-    def residual(self, x1: torch.Tensor, chunk: int = 2048, workers: Optional[int] = None) -> torch.Tensor:
-        """The residual over [N, 5] in chunks of `chunk` scalars (batched matmuls, no Python loop per scalar),
-        with the packed weights (see `packed`); float32 on x1's device. Small chunks keep the [chunk, 160]
-        intermediates in cache (the layers are thin: K = 5, 8, 64, so they are memory-bound, not FLOP-bound).
-        On CPU, `workers` (default: torch's thread count) Python threads each run one contiguous part with one
-        intra-op thread: better than intra-op threading of such small matmuls."""
+    def residual(self, x1: torch.Tensor, chunk: int = 2048, workers: Optional[int] = None,
+                 backend: str = "auto") -> torch.Tensor:
+        """The residual over [N, 5] (float32, on x1's device), with the packed weights (see `packed`).
+
+        backend: 'kernel' = the fused C++ CPU kernel (bench/known_kernel.cpp, every intermediate in registers);
+        'torch' = batched matmuls in chunks of `chunk` scalars (small chunks keep the [chunk, 160] intermediates
+        in cache); 'auto' = the kernel on CPU where it builds, else torch. Both compute the same function (equal
+        to ~1e-7). On CPU, `workers` (default: torch's thread count) threads each run one contiguous part."""
+        if backend not in ("auto", "kernel", "torch"):
+            raise ValueError(f"backend must be 'auto', 'kernel' or 'torch', got {backend!r}")
         x1 = x1.float()
         w = self.packed()
         n = x1.shape[0]
-        out = torch.empty(n, dtype=x1.dtype, device=x1.device)
         workers = torch.get_num_threads() if workers is None else int(workers)
+        if x1.device.type == "cpu" and backend != "torch":
+            from bench import known_kernel
+            if backend == "kernel" or known_kernel.load() is not None:
+                return known_kernel.residual(x1, known_kernel.pack(w), workers)
+        out = torch.empty(n, dtype=x1.dtype, device=x1.device)
         if x1.device.type != "cpu":
             self._residual_into(x1, out, w, max(chunk, 1 << 20))   # accelerators: large chunks
             return out
@@ -359,12 +367,21 @@ class ExpFit(Extrapolator):
         return torch.where(ok.unsqueeze(0), expo, linear).float()
 
 
+def known_backend(device: str | torch.device, backend: str = "auto") -> str:
+    """The backend `KnownNet.residual` will use for `backend` on `device`: 'kernel' or 'torch'."""
+    if backend == "auto":
+        from bench import known_kernel
+        return "kernel" if torch.device(device).type == "cpu" and known_kernel.available() else "torch"
+    return backend
+
+
 class KnownExtrapolator(Extrapolator):
     """Card sections 2-3: per kind, new = w_last + KNOWN_kind(window of the last 5), slide the window, repeat."""
     min_window = KNOWN_WINDOW
 
-    def __init__(self, nets: dict[str, KnownNet], chunk: int = 2048, device: str | torch.device = "cpu") -> None:
-        self.nets, self.chunk, self.device = nets, int(chunk), torch.device(device)
+    def __init__(self, nets: dict[str, KnownNet], chunk: int = 2048, device: str | torch.device = "cpu",
+                 backend: str = "auto") -> None:
+        self.nets, self.chunk, self.device, self.backend = nets, int(chunk), torch.device(device), backend
         for net in nets.values():
             net.to(self.device).eval()
 
@@ -373,7 +390,7 @@ class KnownExtrapolator(Extrapolator):
         x = w[-KNOWN_WINDOW:].t().contiguous().to(self.device)        # [P, 5], most forgotten first
         out = torch.empty(steps, x.shape[0], dtype=x.dtype, device=self.device)
         for j in range(steps):
-            new = x[:, -1] + net.residual(x, self.chunk)
+            new = x[:, -1] + net.residual(x, self.chunk, backend=self.backend)
             out[j] = new
             x = torch.cat([x[:, 1:], new.unsqueeze(1)], 1)
         return out.to(w.device)

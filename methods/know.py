@@ -21,8 +21,8 @@ import torch
 
 from bench.config import AugmentConfig, DataConfig, OptimizerConfig, ScheduleConfig, SpecError, TrainConfig, \
     parse, to_dict
-from bench.know import (KINDS, DownstreamRecipe, Extrapolator, KnownExtrapolator, finetune_downstream, load_known,
-                        predict_states, trajectory_stage, transplant)
+from bench.know import (KINDS, DownstreamRecipe, Extrapolator, KnownExtrapolator, finetune_downstream, known_backend,
+                        load_known, predict_states, trajectory_stage, transplant)
 from bench.method import Method, MethodResult, RunContext, register_method
 
 
@@ -70,6 +70,10 @@ class TransferMethod(Method):
     def extrapolator(self, ctx: RunContext) -> Optional[Extrapolator]:
         return None
 
+    def describe(self, ctx: RunContext) -> dict[str, Any]:
+        """Extra facts recorded in the metrics (e.g. which KNOWN backend ran)."""
+        return {}
+
     def window_length(self) -> int:
         return self.params.trajectory_length
 
@@ -104,6 +108,7 @@ class TransferMethod(Method):
             window = traj.window(self.window_length())
             state = predict_states(traj.layout, window, theta0, ex, self.steps)[-1]
             timings["predict_s"] = time.perf_counter() - t0
+            metrics.update(self.describe(ctx))
             flat0, flat1 = traj.layout.flatten(theta0), traj.layout.flatten(state)
             for k in KINDS:
                 if flat0[k].numel():
@@ -141,9 +146,11 @@ class KnowNaive(TransferMethod):
 @dataclass
 class KnownParams(TransferParams):
     weights: str = "official"          # official | path to a .pt from methods/known_train.py | folder of .h5
+    backend: str = "auto"              # auto | kernel (fused C++ CPU kernel) | torch: same function, see KnownNet
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check(self.backend in ("auto", "kernel", "torch"), "backend", self.backend, "'auto', 'kernel' or 'torch'")
         _check(self.trajectory_length >= 5, "trajectory_length", self.trajectory_length,
                "an integer >= 5 (KNOWN reads a window of 5 snapshots)")
         if self.weights != "official":
@@ -160,7 +167,10 @@ class KnowPrediction(TransferMethod):
         return 5
 
     def extrapolator(self, ctx: RunContext) -> Extrapolator:
-        return KnownExtrapolator(load_known(self.params.weights), device=ctx.device)
+        return KnownExtrapolator(load_known(self.params.weights), device=ctx.device, backend=self.params.backend)
+
+    def describe(self, ctx: RunContext) -> dict[str, Any]:
+        return {"known_backend": known_backend(ctx.device, self.params.backend)}
 
 
 @register_method("know_x2")

@@ -2,10 +2,14 @@
 
 Builds `resnet18_cifar` (10 classes), makes a synthetic 5-snapshot trajectory of its conv/linear weights
 (Θ0 plus small decaying perturbations), and times `KnownExtrapolator.predict(window, steps)` — by default
-steps=1 (one ×2 prediction, the paper's unit) and steps=3 (×2, ×4, ×8) — reporting the median of `--repeats`.
+steps=1 (one ×2 prediction, the paper's unit) and steps=3 (×2, ×4, ×8) — reporting the median of `--repeats`, for each `--backend` (the fused C++ kernel and the PyTorch path).
+
+It also measures this machine's float32 matmul peak (a 2048² sgemm with the same threads) and reports the
+roofline floor: KNOWN's multiply-adds (7,440 per scalar, both streams, packed) at that peak — no float32
+implementation of the exact function can beat it on this machine.
 
     python scripts/bench_known.py [--weights official|PATH] [--repeats 5] [--chunk 2048] [--threads N]
-                                  [--device cpu|cuda] [--steps 1 3]
+                                  [--device cpu|cuda] [--steps 1 3] [--backend kernel torch]
 """
 from __future__ import annotations
 
@@ -25,6 +29,28 @@ from bench.know import KINDS, KnownExtrapolator, KnownNet, WeightLayout, load_kn
 from bench.train import init_model  # noqa: E402
 
 
+MACS_PER_SCALAR = 5 * 144 + 2 * (8 * 160 + 64 * 32 + 32)   # packed KNOWN (KnownNet.packed), both streams
+
+
+def roofline(n_weights: int, sync) -> dict:
+    """Measured float32 sgemm peak (GFLOP/s, best of 5) and the time KNOWN's multiply-adds need at that peak."""
+    a = torch.randn(2048, 2048)
+    torch.mm(a, a)
+    best = min(_timed(lambda: torch.mm(a, a), sync) for _ in range(5))
+    gflops = 2 * 2048 ** 3 / best / 1e9
+    flop = 2 * MACS_PER_SCALAR * n_weights
+    return {"sgemm_gflops": round(gflops, 1), "known_gflop_per_step": round(flop / 1e9, 1),
+            "floor_s_per_step": round(flop / (gflops * 1e9), 4)}
+
+
+def _timed(fn, sync) -> float:
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default="official", help="official | a .pt checkpoint | random")
@@ -33,6 +59,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 3])
+    ap.add_argument("--backend", nargs="+", default=["kernel", "torch"], choices=["kernel", "torch", "auto"])
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -48,23 +75,35 @@ def main() -> None:
         # most forgotten first, Θ0 last
         window[k] = torch.stack([theta0[k] + noise * 2.0 ** (4 - s) for s in range(5)]).to(device)
     nets = {k: KnownNet() for k in KINDS} if args.weights == "random" else load_known(args.weights)
-    ex = KnownExtrapolator(nets, chunk=args.chunk, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     n = sum(v.shape[1] for v in window.values())
     report = {"n_weights": n, "sizes": {k: int(v.shape[1]) for k, v in window.items()},
               "threads": torch.get_num_threads(), "device": str(device), "chunk": args.chunk, "timings": {}}
-    ex.predict({k: v[:, :1024] for k, v in window.items()}, 1)  # warm-up
-    for steps in args.steps:
-        times = []
-        for _ in range(args.repeats):
-            sync()
-            t0 = time.perf_counter()
-            ex.predict(window, steps)
-            sync()
-            times.append(time.perf_counter() - t0)
-        report["timings"][f"steps={steps}"] = {"median_s": statistics.median(times), "min_s": min(times),
-                                               "all_s": [round(t, 3) for t in times]}
+    if device.type == "cpu":
+        report["roofline"] = roofline(n, sync)
+    outputs = {}
+    for backend in args.backend:
+        ex = KnownExtrapolator(nets, chunk=args.chunk, device=device, backend=backend)
+        ex.predict({k: v[:, :1024] for k, v in window.items()}, 1)  # warm-up (and the kernel's first build)
+        for steps in args.steps:
+            times = []
+            for _ in range(args.repeats):
+                sync()
+                t0 = time.perf_counter()
+                ex.predict(window, steps)
+                sync()
+                times.append(time.perf_counter() - t0)
+            med = statistics.median(times)
+            row = {"median_s": round(med, 4), "min_s": round(min(times), 4), "all_s": [round(t, 3) for t in times]}
+            if "roofline" in report:
+                row["fraction_of_peak"] = round(report["roofline"]["floor_s_per_step"] * steps / med, 3)
+            report["timings"][f"{backend} steps={steps}"] = row
+        outputs[backend] = ex.predict(window, 1)
+    if len(outputs) > 1:   # the backends compute the same function
+        first, *rest = outputs.values()
+        report["max_abs_diff_between_backends"] = max(float((first[k] - o[k]).abs().max()) for o in rest
+                                                      for k in KINDS if first[k].numel())
     print(json.dumps(report, indent=1))
 
 

@@ -1,4 +1,5 @@
-"""KNOWN port: the released Keras weights reproduce the card's reference outputs; loader, layout, chunking."""
+"""KNOWN port: the released Keras weights reproduce the card's reference outputs with both backends (the fused C++
+CPU kernel and the PyTorch path); loader, layout, chunking, threads."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +9,9 @@ import torch
 
 import bench.paths
 from bench.config import ModelConfig
-from bench.know import (KINDS, KnownExtrapolator, KnownNet, WeightLayout, keras_layer_map, load_keras_h5,
-                        load_known)
+from bench import known_kernel
+from bench.know import (KINDS, KnownExtrapolator, KnownNet, WeightLayout, keras_layer_map, known_backend,
+                        load_keras_h5, load_known)
 from bench.train import init_model
 
 
@@ -35,17 +37,28 @@ def official() -> dict[str, KnownNet]:
     return load_known(str(WEIGHTS))
 
 
-def test_official_constant_histories(official) -> None:
+@pytest.fixture(params=["kernel", "torch"])
+def backend(request) -> str:
+    """Both backends; the kernel skips only where this machine has no C++ compiler at all."""
+    if request.param == "kernel" and not known_kernel.available():
+        why = known_kernel.why_unavailable() or ""
+        if why.startswith("no C++ compiler"):
+            pytest.skip(why)
+        pytest.fail(f"the KNOWN kernel does not build here: {why}")
+    return request.param
+
+
+def test_official_constant_histories(official, backend: str) -> None:
     x = torch.tensor([[c] * 5 for c in CONSTANT])
     for j, kind in enumerate(KINDS):
-        got = official[kind].residual(x)
+        got = official[kind].residual(x, backend=backend)
         want = torch.tensor([v[j] for v in CONSTANT.values()])
         assert torch.allclose(got, want, atol=1e-5, rtol=0), (kind, got, want)
 
 
-def test_official_toy_history_three_steps(official) -> None:
+def test_official_toy_history_three_steps(official, backend: str) -> None:
     window = {k: torch.tensor(TOY).unsqueeze(1) for k in KINDS}
-    pred = KnownExtrapolator(official).predict(window, 3)
+    pred = KnownExtrapolator(official, backend=backend).predict(window, 3)
     for kind in KINDS:
         assert torch.allclose(pred[kind][:, 0], torch.tensor(TOY_STEPS[kind]), atol=1e-5, rtol=0), kind
 
@@ -85,7 +98,36 @@ def test_chunked_inference_matches_autograd_forward() -> None:
     ref = net(x)                      # grad-enabled path (out-of-place)
     assert ref.requires_grad
     for chunk in (1, 7, 256, 4096):
-        assert torch.allclose(net.residual(x, chunk), ref.detach(), atol=1e-6)
+        assert torch.allclose(net.residual(x, chunk, backend="torch"), ref.detach(), atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 1000, 5003])
+def test_kernel_matches_the_float64_function_at_any_size(n: int, backend: str) -> None:
+    """Block tails (n not a multiple of the kernel's 16 lanes) and thread splits give the same function."""
+    torch.manual_seed(3)
+    net = KnownNet()
+    x = (torch.randn(n, 5) * 0.05).cumsum(1)
+    ref = net.double()(x.double()).float().detach()
+    net.float()
+    for workers in (1, 3):
+        got = net.residual(x, workers=workers, backend=backend)
+        assert got.shape == (n,)
+        assert torch.allclose(got, ref, atol=1e-6, rtol=0), (workers, (got - ref).abs().max())
+
+
+def test_kernel_off_switch_falls_back_to_torch(monkeypatch) -> None:
+    monkeypatch.setenv("FORGETBENCH_KNOWN_KERNEL", "0")
+    monkeypatch.setattr(known_kernel, "_lib", None)
+    monkeypatch.setattr(known_kernel, "_why", None)
+    assert known_backend("cpu") == "torch"
+    assert "FORGETBENCH_KNOWN_KERNEL=0" in known_kernel.why_unavailable()
+    x = torch.randn(50, 5) * 0.1
+    net = KnownNet()
+    assert torch.equal(net.residual(x), net.residual(x, backend="torch"))
+    with pytest.raises(RuntimeError, match="FORGETBENCH_KNOWN_KERNEL=0"):
+        net.residual(x, backend="kernel")
+    with pytest.raises(ValueError, match="backend"):
+        net.residual(x, backend="gpu")
 
 
 @pytest.mark.parametrize("name", ["small_cnn", "resnet18_cifar"])

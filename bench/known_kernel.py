@@ -1,0 +1,137 @@
+"""The fused CPU kernel for KNOWN's residual (bench/known_kernel.cpp): compiled on first use with the system C++
+compiler for this CPU (`-march=native`), cached as a shared library under ~/.cache/forgetbench/kernels keyed by
+the source, the flags, the compiler and the CPU, and called through ctypes from one thread per core.
+
+`load()` returns None (and `why_unavailable()` says why) where no compiler works or FORGETBENCH_KNOWN_KERNEL=0;
+callers then use the PyTorch path of `KnownNet.residual`, which computes the same function."""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+SOURCE = Path(__file__).with_name("known_kernel.cpp")
+FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-shared", "-fPIC"]
+# packed weight buffer, in the order the kernel reads it (sizes in floats)
+PACKED_LAYOUT = ([("k_in", 5 * 144), ("b_in", 144)]
+                 + [(f"{name}{j}", size) for j in range(2)
+                    for name, size in (("k_mid", 8 * 160), ("b_mid", 160), ("k5", 64 * 32))]
+                 + [("k_head", 64), ("b_head", 1)])
+
+_lib: Optional[ctypes.CDLL] = None
+_why: Optional[str] = None
+
+
+def _cpu_key() -> str:
+    """The CPU's model and feature flags (the library is built with -march=native)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        keep = [ln for ln in lines if ln.startswith(("model name", "flags", "Features", "CPU part"))]
+        return "\n".join(sorted(set(keep)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _compiler() -> Optional[str]:
+    return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+
+
+def library_path(cxx: str) -> Path:
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), cxx, version, _cpu_key()]).encode())
+    cache = Path(os.environ.get("FORGETBENCH_CACHE", Path.home() / ".cache" / "forgetbench")) / "kernels"
+    return cache / f"known-{key.hexdigest()[:16]}.so"
+
+
+def load() -> Optional[ctypes.CDLL]:
+    """The compiled kernel (built once per machine and source), or None where it cannot be built."""
+    global _lib, _why
+    if _lib is not None or _why is not None:
+        return _lib
+    if os.environ.get("FORGETBENCH_KNOWN_KERNEL", "1") == "0":
+        _why = "disabled by FORGETBENCH_KNOWN_KERNEL=0"
+        return None
+    cxx = _compiler()
+    if cxx is None:
+        _why = "no C++ compiler found (set CXX)"
+        return None
+    try:
+        path = library_path(cxx)
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+            os.close(fd)
+            proc = subprocess.run([cxx, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                os.unlink(tmp)
+                _why = f"{cxx} failed: {proc.stderr.strip()[-500:]}"
+                return None
+            os.replace(tmp, path)            # atomic: concurrent builders never load a half-written file
+        lib = ctypes.CDLL(str(path))
+    except OSError as err:
+        _why = f"cannot build or load the kernel: {err}"
+        return None
+    lib.known_residual.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+    lib.known_residual.restype = None
+    _lib = lib
+    return lib
+
+
+def available() -> bool:
+    """Whether the kernel builds and loads on this machine."""
+    return load() is not None
+
+
+def why_unavailable() -> Optional[str]:
+    load()
+    return _why
+
+
+def pack(packed: dict) -> torch.Tensor:
+    """One contiguous float32 buffer of `KnownNet.packed()` in the kernel's order (PACKED_LAYOUT)."""
+    parts = {"k_in": packed["k_in"], "b_in": packed["b_in"], "k_head": packed["k_head"], "b_head": packed["b_head"]}
+    for j in range(2):
+        parts[f"k_mid{j}"], parts[f"b_mid{j}"], parts[f"k5{j}"] = packed["k_mid"][j], packed["b_mid"][j], packed["k5"][j]
+    flat = []
+    for name, size in PACKED_LAYOUT:
+        t = parts[name].detach().float().cpu().contiguous().reshape(-1)
+        if t.numel() != size:
+            raise ValueError(f"packed KNOWN weight {name} has {t.numel()} values, the kernel expects {size}")
+        flat.append(t)
+    return torch.cat(flat)
+
+
+def residual(x1: torch.Tensor, weights: torch.Tensor, workers: int = 1) -> torch.Tensor:
+    """KNOWN's residual of x1 [N, 5] (float32, CPU) with a `pack`ed buffer; `workers` threads on equal slices
+    (ctypes releases the GIL during the call)."""
+    lib = load()
+    if lib is None:
+        raise RuntimeError(f"the KNOWN CPU kernel is unavailable: {_why}")
+    x1 = x1.detach().float().contiguous()
+    if x1.device.type != "cpu" or x1.ndim != 2 or x1.shape[1] != 5:
+        raise ValueError(f"x1 must be a CPU tensor [N, 5], got {tuple(x1.shape)} on {x1.device}")
+    weights = weights.contiguous()
+    n = x1.shape[0]
+    out = torch.empty(n, dtype=torch.float32)
+    workers = max(1, min(int(workers), n // 1024 or 1))
+    bounds = [n * i // workers for i in range(workers + 1)]
+
+    def part(i: int) -> None:
+        lo, hi = bounds[i], bounds[i + 1]
+        lib.known_residual(x1.data_ptr() + 4 * 5 * lo, hi - lo, weights.data_ptr(), out.data_ptr() + 4 * lo)
+
+    if workers == 1:
+        part(0)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(part, range(workers)))
+    return out
