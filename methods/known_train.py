@@ -1,8 +1,9 @@
-"""KNOWN meta-training (card section 4) from structured-forgetting trajectories of a small net on the run's data."""
+"""KNOWN meta-training (card section 4) on structured-forgetting trajectories of small nets on small data."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -10,32 +11,56 @@ from bench.config import AugmentConfig, DataConfig, OptimizerConfig, ScheduleCon
     parse, to_dict
 from bench.know import KINDS, KnownNet, known_samples, load_known, train_known, trajectory_stage
 from bench.method import Method, MethodResult, RunContext, register_method
-from bench.seeding import generator
+from bench.seeding import derive_seed, generator
 
 
 @dataclass
 class KnownTrainParams:
-    pretrain_epochs: int = 3        # Θ0 on the run's dataset
-    rate: float = 0.5               # official collection: r ~ U(0.3, 0.9) per trial; here one fixed r
+    pretrain_epochs: int = 3        # Θ0 of every trial, on that trial's source (the run's `train` recipe otherwise)
+    trials: int = 3                 # trajectories per source, each with its own (r, lr) draw and its own net seed
+    rate_range: list[float] = field(default_factory=lambda: [0.3, 0.9])       # r ~ U(lo, hi) per trial (official)
+    step_lr_range: list[float] = field(default_factory=lambda: [1e-5, 4e-3])  # lr ~ U(lo, hi) per trial (official)
+    sources: list[dict[str, Any]] = field(default_factory=lambda: [{}])  # DataConfig overrides of the run's dataset
     trajectory_length: int = 7      # snapshots; >= 6 (official: 7 sessions)
-    step_lr: float = 1e-3
     meta_epochs: int = 5
+    meta_min_steps: int = 0         # at least this many Adam steps per kind: more epochs for kinds with few scalars
     meta_lr: float = 1e-3
     meta_batch: int = 4096
-    holdout: float = 0.2            # fraction of scalars held out to score the trained KNOWN
+    holdout: float = 0.2            # fraction of scalars (of every trajectory) held out to score the trained KNOWN
     init: str = "keras"             # keras (fresh init) | official (fine-tune the released weights)
 
     def __post_init__(self) -> None:
         def bad(name: str, allowed: str) -> None:
             raise SpecError(f"method.params.{name}", getattr(self, name), allowed)
+
+        def check_range(name: str, lo_min: float, hi_max: float | None, allowed: str) -> None:
+            v = getattr(self, name)
+            if not (isinstance(v, (list, tuple)) and len(v) == 2
+                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+                bad(name, allowed)
+            lo, hi = (float(x) for x in v)
+            if not (lo_min < lo <= hi and (hi_max is None or hi < hi_max)):
+                bad(name, allowed)
+
         if self.pretrain_epochs < 1:
             bad("pretrain_epochs", "an integer >= 1")
-        if not 0 < self.rate < 1:
-            bad("rate", "a number in (0, 1)")
+        if self.trials < 1:
+            bad("trials", "an integer >= 1")
+        check_range("rate_range", 0.0, 1.0, "[lo, hi] with 0 < lo <= hi < 1 (r ~ U(lo, hi); lo = hi fixes r)")
+        check_range("step_lr_range", 0.0, None, "[lo, hi] with 0 < lo <= hi (lr ~ U(lo, hi); lo = hi fixes lr)")
+        if not isinstance(self.sources, list) or not self.sources:
+            bad("sources", "a non-empty list of mappings of dataset fields (overrides of the run's dataset; "
+                           "{} = the run's dataset)")
+        for i, src in enumerate(self.sources):
+            if not isinstance(src, dict):
+                raise SpecError(f"method.params.sources[{i}]", src, "a mapping of dataset fields (overrides)")
+            parse(DataConfig, src, f"method.params.sources[{i}]")   # typos and bad values name the field
         if self.trajectory_length < 6:
             bad("trajectory_length", "an integer >= 6 (5 inputs + 1 target)")
         if self.meta_epochs < 1:
             bad("meta_epochs", "an integer >= 1")
+        if self.meta_min_steps < 0:
+            bad("meta_min_steps", "an integer >= 0")
         if not self.meta_lr > 0:
             bad("meta_lr", "a number > 0")
         if self.meta_batch < 1:
@@ -46,47 +71,108 @@ class KnownTrainParams:
             bad("init", "'keras' or 'official'")
 
 
+@dataclass(frozen=True)
+class Trial:
+    """One trajectory to collect: source index, trial index, forgetting rate r, step lr and the net's seed."""
+    source: int
+    trial: int
+    rate: float
+    step_lr: float
+    seed: int
+
+
+def draw_trials(seed: int, n_sources: int, trials: int, rate_range: list[float],
+                step_lr_range: list[float]) -> list[Trial]:
+    """Per (source, trial): r ~ U(rate_range), lr ~ U(step_lr_range), both uniform as in the official sample
+    collection script (not log-uniform, although lr spans 2.6 decades), from the stream `known/trial/{i}/{t}` of
+    the run seed; the net's seed (init, data order, subsets) from its own derived stream."""
+    out = []
+    for i in range(n_sources):
+        for t in range(trials):
+            u = torch.rand(2, generator=generator(seed, f"known/trial/{i}/{t}"), dtype=torch.float64).tolist()
+            rate = rate_range[0] + (rate_range[1] - rate_range[0]) * u[0]
+            lr = step_lr_range[0] + (step_lr_range[1] - step_lr_range[0]) * u[1]
+            out.append(Trial(i, t, float(rate), float(lr), derive_seed(seed, f"known/trial/{i}/{t}/net") % 2 ** 31))
+    return out
+
+
 @register_method("known_train")
 class KnownTrain(Method):
-    """Card section 4, NOT the paper's scale: ℓ1 on the residual along the reversed trajectory, Adam; trajectories
-    of ONE small net (the run's model and dataset, fixed r) instead of ~50 GB from many nets. Writes
-    `known.pt` ({conv, fc, bias: state_dict}) into the run folder, usable as `know_x*: {weights: <path>}`.
+    """Card section 4: ℓ1 on the residual along the reversed trajectory, Adam(meta_lr), one KNOWN per kind (conv,
+    fc, bias) on the pooled windows of `trials` trajectories per source, r and lr drawn per trial as in the official
+    collection script. Differs from the paper in scale: a few trajectories of ONE small net architecture (the run's
+    model) on a few small sources (a few MB of float32 kernels and biases), not ~50 GB from many nets
+    (CNN/ResNet/DenseNet/ShuffleNet/MobileNetV2); epochs, batch and split are [open] in the card (parameters here).
+    A source is the run's dataset with that entry's fields replaced (unset ones, e.g. `classes`, are the run's).
+    Writes `known.pt` ({conv, fc, bias: state_dict}) into the run folder, usable as `know_x*: {weights: <path>}`.
     Kinds without weights in the net keep their initialisation."""
     Params = KnownTrainParams
 
     def run(self, ctx: RunContext) -> MethodResult:
         p: KnownTrainParams = self.params
         train = ctx.config.train
+        seed = ctx.config.seed
         pretrain = TrainConfig(**{**{k: getattr(train, k) for k in to_dict(train)}, "epochs": p.pretrain_epochs,
                                   "record_predictions": False, "keep_checkpoints": False})
-        step = TrainConfig(epochs=1, batch_size=train.batch_size, eval_batch_size=train.eval_batch_size,
-                           optimizer=OptimizerConfig(name="adam", lr=p.step_lr, weight_decay=0.0),
-                           schedule=ScheduleConfig(name="constant"), augment=AugmentConfig(**to_dict(train.augment)),
-                           checkpoint_every=0, record_predictions=False, keep_checkpoints=False)
-        source = parse(DataConfig, to_dict(ctx.config.dataset), "dataset")
-        traj = trajectory_stage(ctx, source, ctx.config.model, pretrain, step, rate=p.rate,
-                                length=p.trajectory_length, seed=ctx.config.seed)
-        snaps = traj.snapshots()
+        base = to_dict(ctx.config.dataset)
+        sources = [parse(DataConfig, {**base, **src}, f"method.params.sources[{i}]")
+                   for i, src in enumerate(p.sources)]
+        draws = draw_trials(seed, len(sources), p.trials, p.rate_range, p.step_lr_range)
+
+        t0 = time.perf_counter()
+        kept: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {k: [] for k in KINDS}
+        held: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {k: [] for k in KINDS}
+        trials, pre_s, traj_s = [], 0.0, 0.0
+        for d in draws:
+            step = TrainConfig(epochs=1, batch_size=train.batch_size, eval_batch_size=train.eval_batch_size,
+                               optimizer=OptimizerConfig(name="adam", lr=d.step_lr, weight_decay=0.0),
+                               schedule=ScheduleConfig(name="constant"),
+                               augment=AugmentConfig(**to_dict(train.augment)),
+                               checkpoint_every=0, record_predictions=False, keep_checkpoints=False)
+            # a cached shared stage keyed by (source, model, recipes, r, length, seed): reruns load it
+            traj = trajectory_stage(ctx, sources[d.source], ctx.config.model, pretrain, step, rate=d.rate,
+                                    length=p.trajectory_length, seed=d.seed)
+            pre_s += traj.info["pretrain_s"]
+            traj_s += traj.info["trajectory_s"]
+            snaps = traj.snapshots()
+            trials.append({"source": d.source, "dataset": sources[d.source].name, "trial": d.trial,
+                           "rate": d.rate, "step_lr": d.step_lr, "seed": d.seed,
+                           "subset_sizes": traj.info["subset_sizes"],
+                           "scalars": {k: int(snaps[k].shape[1]) for k in KINDS}})
+            for kind in KINDS:
+                s = snaps[kind]
+                P = s.shape[1]
+                if P == 0:
+                    continue
+                # hold out whole scalars (all their windows) of every trajectory to score generalisation
+                perm = torch.randperm(P, generator=generator(seed, f"known/holdout/{d.source}/{d.trial}/{kind}"))
+                n_hold = int(round(p.holdout * P))
+                kept[kind].append(known_samples(s[:, perm[n_hold:]]))
+                if n_hold:
+                    held[kind].append(known_samples(s[:, perm[:n_hold]]))
+        t_traj = time.perf_counter() - t0
+
         t0 = time.perf_counter()
         official = load_known("official") if p.init == "official" else None
         ref = _official_or_none()   # a separate copy (train_known updates `official` in place)
-        nets, metrics = {}, {}
+        nets: dict[str, KnownNet] = {}
+        metrics: dict[str, Any] = {"trial_draws": trials, "n_trajectories": len(trials)}
         for kind in KINDS:
-            s = snaps[kind]
-            if s.shape[1] == 0:
+            if not kept[kind]:
                 nets[kind] = official[kind] if official else KnownNet()
                 continue
-            # hold out whole scalars (all their windows) to score generalisation
-            P = s.shape[1]
-            perm = torch.randperm(P, generator=generator(ctx.config.seed, f"known/holdout/{kind}"))
-            n_hold = int(round(p.holdout * P))
-            held, kept = perm[:n_hold], perm[n_hold:]
-            x, y = known_samples(s[:, kept])
-            nets[kind] = train_known(x, y, epochs=p.meta_epochs, lr=p.meta_lr, batch_size=p.meta_batch,
-                                     seed=ctx.config.seed, init=official[kind] if official else None,
+            x = torch.cat([xy[0] for xy in kept[kind]])
+            y = torch.cat([xy[1] for xy in kept[kind]])
+            metrics[f"n_train_samples_{kind}"] = int(x.shape[0])
+            steps_per_epoch = -(-x.shape[0] // p.meta_batch)
+            metrics[f"meta_epochs_{kind}"] = epochs = max(p.meta_epochs, -(-p.meta_min_steps // steps_per_epoch))
+            nets[kind] = train_known(x, y, epochs=epochs, lr=p.meta_lr, batch_size=p.meta_batch,
+                                     seed=seed, init=official[kind] if official else None,
                                      log=lambda row, kind=kind: ctx.log({"kind": kind, **row}))
-            if n_hold:
-                xh, yh = known_samples(s[:, held])
+            if held[kind]:
+                xh = torch.cat([xy[0] for xy in held[kind]])
+                yh = torch.cat([xy[1] for xy in held[kind]])
+                metrics[f"n_heldout_samples_{kind}"] = int(xh.shape[0])
                 with torch.no_grad():
                     metrics[f"heldout_l1_{kind}"] = float((nets[kind].residual(xh) - yh).abs().mean())
                 metrics[f"heldout_l1_zero_{kind}"] = float(yh.abs().mean())           # predict "no change"
@@ -96,10 +182,11 @@ class KnownTrain(Method):
         torch.save({k: net.state_dict() for k, net in nets.items()}, ctx.run_dir / "known.pt")
         metrics["checkpoint"] = str(ctx.run_dir / "known.pt")
         return MethodResult(metrics=metrics, timings={"meta_train_s": time.perf_counter() - t0,
-                                                      "trajectory_s": traj.info["trajectory_s"]})
+                                                      "collect_wall_s": t_traj,   # ~0 when cached
+                                                      "pretrain_s": pre_s, "trajectory_s": traj_s})
 
 
-def _official_or_none():
+def _official_or_none() -> dict[str, KnownNet] | None:
     try:
         return load_known("official")
     except (FileNotFoundError, ImportError, OSError):

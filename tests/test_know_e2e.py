@@ -99,7 +99,8 @@ name: meta
 seeds: [0]
 datasets: [{name: digits, val_fraction: 0.1}]
 models: [{name: small_cnn, width: 8}]
-methods: [{name: known_train, pretrain_epochs: 1, trajectory_length: 6, meta_epochs: 2, meta_batch: 1024}]
+methods: [{name: known_train, pretrain_epochs: 1, trajectory_length: 6, meta_epochs: 2, meta_batch: 1024,
+           meta_min_steps: 3, trials: 2, sources: [{}, {classes: [0, 1, 2]}]}]
 train: {epochs: 1, batch_size: 64, optimizer: {name: adam, lr: 0.001, weight_decay: 0}}
 """)
     out = tmp_path / "out"
@@ -107,7 +108,15 @@ train: {epochs: 1, batch_size: 64, optimizer: {name: adam, lr: 0.001, weight_dec
     (res,) = [read_json(p) for p in out.glob("meta/*/result.json")]
     assert res["status"] == "done", res.get("reason")
     m = res["metrics"]
-    assert m["heldout_l1_conv"] >= 0 and m["heldout_l1_zero_conv"] > 0
+    assert m["heldout_l1_conv"] >= 0 and m["heldout_l1_zero_conv"] > 0 and m["heldout_l1_last_step_conv"] > 0
+    # 2 sources x 2 trials, each its own (r, lr) draw and cached trajectory stage; windows pooled per kind
+    draws = m["trial_draws"]
+    assert [(d["source"], d["trial"]) for d in draws] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert all(0.3 <= d["rate"] <= 0.9 and 1e-5 <= d["step_lr"] <= 4e-3 for d in draws)
+    assert len(list(out.glob("_stages/know_trajectory-*/done"))) == 4
+    assert m["n_train_samples_fc"] + m["n_heldout_samples_fc"] == sum(d["scalars"]["fc"] for d in draws)
+    assert draws[2]["scalars"]["fc"] == 3 * draws[0]["scalars"]["fc"] // 10   # the 3-class source's head
+    assert m["meta_epochs_bias"] == 3 and m["meta_epochs_conv"] == 2            # few bias samples: more epochs
     from bench.know import load_known
     nets = load_known(m["checkpoint"])
     assert set(nets) == set(KINDS)
