@@ -92,16 +92,26 @@ static inline void block(const float* W, const vf* xs, float* out, int valid) {
     for (int l = 0; l < valid; ++l) out[l] = std::tanh(total[l]);
 }
 
-// residual of n scalars: x [n][5] row-major (most forgotten first), out [n].
-extern "C" void known_residual(const float* x, int64_t n, const float* W, float* out) {
+// n scalars whose history element k (k = 0 most forgotten .. 4 = w_0) is rows[k][i * stride]: stride 5 for an
+// [n][5] row-major array, stride 1 for a window stored as 5 rows of n (no transpose). out[i] = residual, plus
+// w_0 = rows[4][i * stride] when add_last (one KNOWN step: the predicted weight).
+extern "C" void known_residual(const float* const* rows, int64_t stride, int64_t n, const float* W, float* out,
+                               int add_last) {
     for (int64_t s = 0; s < n; s += LANES) {
         const int valid = (n - s) < LANES ? (int)(n - s) : LANES;
         vf xs[NIN];
         for (int k = 0; k < NIN; ++k) {
             xs[k] = splat(0.0f);
-            for (int l = 0; l < valid; ++l) xs[k][l] = x[(s + l) * NIN + k];
+            if (stride == 1 && valid == LANES) {
+                __builtin_memcpy(&xs[k], rows[k] + s, sizeof(vf));
+            } else {
+                for (int l = 0; l < valid; ++l) xs[k][l] = rows[k][(s + l) * stride];
+            }
         }
         block(W, xs, out + s, valid);
+        if (add_last) {
+            for (int l = 0; l < valid; ++l) out[s + l] += xs[NIN - 1][l];
+        }
     }
 }
 

@@ -80,7 +80,8 @@ def load() -> Optional[ctypes.CDLL]:
     except OSError as err:
         _why = f"cannot build or load the kernel: {err}"
         return None
-    lib.known_residual.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+    lib.known_residual.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                   ctypes.c_void_p, ctypes.c_int]
     lib.known_residual.restype = None
     _lib = lib
     return lib
@@ -111,27 +112,47 @@ def pack(packed: dict) -> torch.Tensor:
 
 
 def residual(x1: torch.Tensor, weights: torch.Tensor, workers: int = 1) -> torch.Tensor:
-    """KNOWN's residual of x1 [N, 5] (float32, CPU) with a `pack`ed buffer; `workers` threads on equal slices
-    (ctypes releases the GIL during the call)."""
-    lib = load()
-    if lib is None:
-        raise RuntimeError(f"the KNOWN CPU kernel is unavailable: {_why}")
+    """KNOWN's residual of x1 [N, 5] (float32, CPU) with a `pack`ed buffer."""
     x1 = x1.detach().float().contiguous()
     if x1.device.type != "cpu" or x1.ndim != 2 or x1.shape[1] != 5:
         raise ValueError(f"x1 must be a CPU tensor [N, 5], got {tuple(x1.shape)} on {x1.device}")
+    out = torch.empty(x1.shape[0], dtype=torch.float32)
+    _run([x1.data_ptr() + 4 * k for k in range(5)], 5, x1.shape[0], weights, out, False, workers)
+    return out
+
+
+def step(rows: list[torch.Tensor], weights: torch.Tensor, out: torch.Tensor, workers: int = 1) -> torch.Tensor:
+    """One KNOWN step on a window given as 5 rows [P] (most forgotten first, w_0 last; float32, contiguous, CPU):
+    writes w_0 + residual into `out` [P] and returns it. The rows are read in place, so sliding the window costs
+    nothing."""
+    if len(rows) != 5:
+        raise ValueError(f"a KNOWN window has 5 rows, got {len(rows)}")
+    n = out.numel()
+    for r in [*rows, out]:
+        if r.device.type != "cpu" or r.dtype != torch.float32 or not r.is_contiguous() or r.numel() != n:
+            raise ValueError(f"window rows and out must be contiguous float32 CPU tensors of {n} values, got "
+                             f"{r.dtype} {tuple(r.shape)} on {r.device}")
+    _run([r.data_ptr() for r in rows], 1, n, weights, out, True, workers)
+    return out
+
+
+def _run(row_ptrs: list[int], stride: int, n: int, weights: torch.Tensor, out: torch.Tensor, add_last: bool,
+         workers: int) -> None:
+    """The kernel on `workers` threads over equal slices (ctypes releases the GIL during each call)."""
+    lib = load()
+    if lib is None:
+        raise RuntimeError(f"the KNOWN CPU kernel is unavailable: {_why}")
     weights = weights.contiguous()
-    n = x1.shape[0]
-    out = torch.empty(n, dtype=torch.float32)
     workers = max(1, min(int(workers), n // 1024 or 1))
     bounds = [n * i // workers for i in range(workers + 1)]
 
     def part(i: int) -> None:
         lo, hi = bounds[i], bounds[i + 1]
-        lib.known_residual(x1.data_ptr() + 4 * 5 * lo, hi - lo, weights.data_ptr(), out.data_ptr() + 4 * lo)
+        ptrs = (ctypes.c_void_p * 5)(*[p + 4 * stride * lo for p in row_ptrs])
+        lib.known_residual(ptrs, stride, hi - lo, weights.data_ptr(), out.data_ptr() + 4 * lo, int(add_last))
 
     if workers == 1:
         part(0)
     else:
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(part, range(workers)))
-    return out

@@ -158,3 +158,14 @@ def test_threaded_residual_matches_single_thread() -> None:
     one = net.residual(x, chunk=64, workers=1)
     assert torch.allclose(net.residual(x, chunk=64, workers=3), one, atol=1e-7)
     assert torch.get_num_threads() == 1   # restored (the autouse fixture set 1)
+
+
+def test_kernel_window_steps_match_the_torch_path(backend: str) -> None:
+    """Three recursive steps read in place from the window's rows (vector loads + a tail) equal the torch path."""
+    torch.manual_seed(4)
+    nets = {k: KnownNet() for k in KINDS}
+    window = {k: (torch.randn(6, n) * 0.05).cumsum(0) for k, n in zip(KINDS, (5003, 32, 1))}
+    want = KnownExtrapolator(nets, backend="torch").predict(window, 3)
+    got = KnownExtrapolator(nets, backend=backend).predict(window, 3)
+    for k in KINDS:
+        assert torch.allclose(got[k], want[k], atol=1e-6, rtol=0), (k, (got[k] - want[k]).abs().max())
