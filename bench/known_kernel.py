@@ -1,6 +1,7 @@
 """The fused CPU kernel for KNOWN's residual (bench/known_kernel.cpp): compiled on first use with the system C++
-compiler for this CPU (`-march=native`), cached as a shared library under ~/.cache/forgetbench/kernels keyed by
-the source, the flags, the compiler and the CPU, and called through ctypes from one thread per core.
+compiler for this CPU (`-march=native`), cached as a shared library under ~/.cache/forgetbench/kernels
+($FORGETBENCH_KERNEL_CACHE) keyed by the source, the flags, the compiler and the CPU, and called through ctypes
+from one thread per core.
 
 `load()` returns None (and `why_unavailable()` says why) where no compiler works or FORGETBENCH_KNOWN_KERNEL=0;
 callers then use the PyTorch path of `KnownNet.residual`, which computes the same function."""
@@ -48,8 +49,8 @@ def _compiler() -> Optional[str]:
 def library_path(cxx: str) -> Path:
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), cxx, version, _cpu_key()]).encode())
-    cache = Path(os.environ.get("FORGETBENCH_CACHE", Path.home() / ".cache" / "forgetbench")) / "kernels"
-    return cache / f"known-{key.hexdigest()[:16]}.so"
+    from bench.paths import kernel_cache_root
+    return kernel_cache_root() / f"known-{key.hexdigest()[:16]}.so"
 
 
 def load() -> Optional[ctypes.CDLL]:

@@ -1,4 +1,4 @@
-"""Default locations: shared data folder and the decoded-dataset cache."""
+"""Default locations: shared data folder, the decoded-dataset cache and the compiled-kernel cache."""
 from __future__ import annotations
 
 import os
@@ -15,3 +15,8 @@ def data_root() -> Path:
 def cache_root() -> Path:
     """$FORGETBENCH_CACHE, else ~/.cache/forgetbench/data (decoded datasets keyed by source hash)."""
     return Path(os.environ.get("FORGETBENCH_CACHE", Path.home() / ".cache" / "forgetbench" / "data"))
+
+
+def kernel_cache_root() -> Path:
+    """$FORGETBENCH_KERNEL_CACHE, else ~/.cache/forgetbench/kernels (compiled CPU kernels keyed by source and CPU)."""
+    return Path(os.environ.get("FORGETBENCH_KERNEL_CACHE", Path.home() / ".cache" / "forgetbench" / "kernels"))

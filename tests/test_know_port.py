@@ -169,3 +169,17 @@ def test_kernel_window_steps_match_the_torch_path(backend: str) -> None:
     got = KnownExtrapolator(nets, backend=backend).predict(window, 3)
     for k in KINDS:
         assert torch.allclose(got[k], want[k], atol=1e-6, rtol=0), (k, (got[k] - want[k]).abs().max())
+
+
+def test_kernel_builds_into_an_empty_cache(tmp_path: Path, monkeypatch) -> None:
+    """A fresh machine: the library is compiled into $FORGETBENCH_KERNEL_CACHE and gives the torch path's values."""
+    if known_kernel._compiler() is None:
+        pytest.skip("no C++ compiler on this machine")
+    monkeypatch.setenv("FORGETBENCH_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(known_kernel, "_lib", None)
+    monkeypatch.setattr(known_kernel, "_why", None)
+    assert known_kernel.available(), known_kernel.why_unavailable()
+    assert [p.suffix for p in tmp_path.iterdir()] == [".so"]      # no temporary file left behind
+    net = KnownNet()
+    x = torch.randn(100, 5) * 0.1
+    assert torch.allclose(net.residual(x, backend="kernel"), net.residual(x, backend="torch"), atol=1e-6)
