@@ -39,7 +39,8 @@ class TransferParams:
     rate: float = 0.5                  # r: |D_{s+1}| = r |D_s| (card section 1)
     trajectory_length: int = 5         # S snapshots Θ0..Θ_{S-1}
     epochs_per_step: int = 1           # fine-tuning epochs on each nested subset (official script: 1)
-    step_lr: float = 1e-3              # Adam lr of the forgetting steps (official script: 1e-3)
+    step_optimizer: str = "adam"       # optimizer of the forgetting steps (official script: Adam)
+    step_lr: float = 1e-3              # its lr (official script: 1e-3)
     # downstream (card section 6)
     phase1_epochs: int = 10
     phase2_epochs: int = 100
@@ -54,6 +55,8 @@ class TransferParams:
         _check(0 < self.rate < 1, "rate", self.rate, "a number in (0, 1)")
         _check(self.trajectory_length >= 2, "trajectory_length", self.trajectory_length, "an integer >= 2")
         _check(self.epochs_per_step >= 1, "epochs_per_step", self.epochs_per_step, "an integer >= 1")
+        _check(self.step_optimizer in ("sgd", "adam", "adamw"), "step_optimizer", self.step_optimizer,
+               "'sgd', 'adam' or 'adamw'")
         for name in ("step_lr", "lr1", "lr2"):
             v = getattr(self, name)
             _check(v > 0 and math.isfinite(v), name, v, "a number > 0")
@@ -92,7 +95,7 @@ class TransferMethod(Method):
                                   "keep_checkpoints": False})
         step = TrainConfig(epochs=p.epochs_per_step, batch_size=train.batch_size,
                            eval_batch_size=train.eval_batch_size,
-                           optimizer=OptimizerConfig(name="adam", lr=p.step_lr, weight_decay=0.0),
+                           optimizer=OptimizerConfig(name=p.step_optimizer, lr=p.step_lr, weight_decay=0.0),
                            schedule=ScheduleConfig(name="constant"), augment=AugmentConfig(**to_dict(train.augment)),
                            amp=train.amp, channels_last=train.channels_last, checkpoint_every=0,
                            record_predictions=False, keep_checkpoints=False)

@@ -59,6 +59,8 @@ def test_know_methods_share_one_trajectory(tmp_path: Path, monkeypatch) -> None:
     assert results["know_naive"]["metrics"]["steps"] == 0 and "rel_change_conv" not in results["know_naive"]["metrics"]
     assert results["know_x8"]["metrics"]["steps"] == 3 and results["know_x8"]["metrics"]["scale"] == 8
     assert results["expfit"]["metrics"]["steps"] == 3
+    from bench.know import known_backend
+    assert results["know_x2"]["metrics"]["known_backend"] == known_backend("cpu")      # recorded with the result
     assert results["know_x8"]["metrics"]["rel_change_conv"] > 0
     traj = torch.load(next(out.glob("_stages/know_trajectory-*/trajectory.pt")), weights_only=True)
     assert traj["conv"].shape[0] == 5 and traj["bias"].shape[0] == 5
@@ -72,6 +74,8 @@ def test_know_methods_share_one_trajectory(tmp_path: Path, monkeypatch) -> None:
     ("expfit", {"steps": 0}, "method.params.steps"),
     ("know_naive", {"source": {"clases": [1]}}, "method.params.source.clases"),
     ("know_x8", {"pretrain_epochs": 0}, "method.params.pretrain_epochs"),
+    ("know_naive", {"step_optimizer": "lbfgs"}, "method.params.step_optimizer"),
+    ("know_x2", {"backend": "cuda"}, "method.params.backend"),
 ])
 def test_bad_params_are_spec_errors(method: str, params: dict, field: str) -> None:
     load_methods()
