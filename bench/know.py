@@ -25,6 +25,7 @@ KINDS = ("conv", "fc", "bias")
 KNOWN_WINDOW = 5                     # KNOWN reads 5 snapshots (card section 2)
 LEAKY_SLOPE = 0.3                    # Keras LeakyReLU default (card section 2), not PyTorch's 0.01
 KERAS_KIND_FILES = {"conv": "KNOWN_Conv.h5", "fc": "KNOWN_FC.h5", "bias": "KNOWN_Bias.h5"}
+KNOWN_BACKENDS = ("auto", "kernel", "torch")   # see KnownNet.residual
 
 
 def official_weights_dir() -> Path:
@@ -185,16 +186,13 @@ class KnownNet(nn.Module):
         'torch' = batched matmuls in chunks of `chunk` scalars (small chunks keep the [chunk, 160] intermediates
         in cache); 'auto' = the kernel on CPU where it builds, else torch. Both compute the same function (equal
         to ~1e-7). On CPU, `workers` (default: torch's thread count) threads each run one contiguous part."""
-        if backend not in ("auto", "kernel", "torch"):
-            raise ValueError(f"backend must be 'auto', 'kernel' or 'torch', got {backend!r}")
         x1 = x1.float()
         w = self.packed()
         n = x1.shape[0]
         workers = torch.get_num_threads() if workers is None else int(workers)
-        if x1.device.type == "cpu" and backend != "torch":
+        if known_backend(x1.device, backend) == "kernel":
             from bench import known_kernel
-            if backend == "kernel" or known_kernel.load() is not None:
-                return known_kernel.residual(x1, known_kernel.pack(w), workers)
+            return known_kernel.residual(x1, known_kernel.pack(w), workers)
         out = torch.empty(n, dtype=x1.dtype, device=x1.device)
         if x1.device.type != "cpu":
             self._residual_into(x1, out, w, max(chunk, 1 << 20))   # accelerators: large chunks
@@ -296,6 +294,10 @@ class Extrapolator:
     last) returns {kind: [steps, P]}, row j being the (j+1)-th step beyond Θ0 (×2, ×4, ×8 for r = 0.5)."""
     min_window = 2
 
+    def info(self) -> dict[str, Any]:
+        """Facts worth recording with a result (e.g. which KNOWN backend ran)."""
+        return {}
+
     def predict(self, window: dict[str, torch.Tensor], steps: int) -> dict[str, torch.Tensor]:
         out = {}
         for kind, w in window.items():
@@ -368,11 +370,16 @@ class ExpFit(Extrapolator):
 
 
 def known_backend(device: str | torch.device, backend: str = "auto") -> str:
-    """The backend `KnownNet.residual` will use for `backend` on `device`: 'kernel' or 'torch'."""
-    if backend == "auto":
-        from bench import known_kernel
-        return "kernel" if torch.device(device).type == "cpu" and known_kernel.available() else "torch"
-    return backend
+    """The backend KNOWN runs with for `backend` on `device`: 'kernel' (CPU only; 'kernel' asked for where it
+    cannot build raises when called) or 'torch'."""
+    if backend not in KNOWN_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, KNOWN_BACKENDS))}, got {backend!r}")
+    if torch.device(device).type != "cpu" or backend == "torch":
+        return "torch"
+    if backend == "kernel":
+        return "kernel"
+    from bench import known_kernel
+    return "kernel" if known_kernel.available() else "torch"
 
 
 class KnownExtrapolator(Extrapolator):
@@ -385,17 +392,20 @@ class KnownExtrapolator(Extrapolator):
         for net in nets.values():
             net.to(self.device).eval()
 
+    def info(self) -> dict[str, Any]:
+        return {"known_backend": known_backend(self.device, self.backend)}
+
     def predict_kind(self, kind: str, w: torch.Tensor, steps: int) -> torch.Tensor:
         net = self.nets[kind]
-        if known_backend(self.device, self.backend) == "kernel" and w.device.type == "cpu":
+        if known_backend(self.device, self.backend) == "kernel":
             from bench import known_kernel          # the window's rows are read in place: no transpose, no copies
             packed = known_kernel.pack(net.packed())
-            rows = list(w[-KNOWN_WINDOW:].float().contiguous())
+            rows = list(w[-KNOWN_WINDOW:].float().cpu().contiguous())
             out = torch.empty(steps, w.shape[1], dtype=torch.float32)
             for j in range(steps):
                 known_kernel.step(rows, packed, out[j], workers=torch.get_num_threads())
                 rows = rows[1:] + [out[j]]
-            return out
+            return out.to(w.device)
         x = w[-KNOWN_WINDOW:].t().contiguous().to(self.device)        # [P, 5], most forgotten first
         out = torch.empty(steps, x.shape[0], dtype=x.dtype, device=self.device)
         for j in range(steps):
@@ -433,6 +443,23 @@ def nested_subsets(n: int, rate: float, steps: int, gen: torch.Generator) -> lis
     """Card section 1: prefix subsets of one shuffle, |D_s| = round(n * rate^s) for s = 1..steps (at least 1)."""
     perm = torch.randperm(n, generator=gen)
     return [perm[:max(1, round(n * rate ** s))] for s in range(1, steps + 1)]
+
+
+def trajectory_recipes(train, *, pretrain_epochs: int, step_lr: float, step_optimizer: str = "adam",
+                       epochs_per_step: int = 1):
+    """Card section 1: (pretrain, step) TrainConfigs for `trajectory_stage`: the run's `train` block lasting
+    `pretrain_epochs`, and a constant-lr step recipe (no weight decay) with the run's batch, augmentation and
+    precision; neither records predictions nor keeps checkpoints."""
+    from dataclasses import replace
+
+    from bench.config import OptimizerConfig, ScheduleConfig, TrainConfig
+    pretrain = replace(train, epochs=pretrain_epochs, record_predictions=False, keep_checkpoints=False)
+    step = TrainConfig(epochs=epochs_per_step, batch_size=train.batch_size, eval_batch_size=train.eval_batch_size,
+                       optimizer=OptimizerConfig(name=step_optimizer, lr=step_lr, weight_decay=0.0),
+                       schedule=ScheduleConfig(name="constant"), augment=replace(train.augment), amp=train.amp,
+                       channels_last=train.channels_last, checkpoint_every=0, record_predictions=False,
+                       keep_checkpoints=False)
+    return pretrain, step
 
 
 def trajectory_stage(ctx, source, model_cfg, pretrain, step_recipe, *, rate: float, length: int,

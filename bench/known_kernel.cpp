@@ -114,5 +114,3 @@ extern "C" void known_residual(const float* const* rows, int64_t stride, int64_t
         }
     }
 }
-
-extern "C" int known_lanes(void) { return LANES; }

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
 
-from bench.config import AugmentConfig, DataConfig, OptimizerConfig, ScheduleConfig, SpecError, TrainConfig, \
-    parse, to_dict
-from bench.know import (KINDS, DownstreamRecipe, Extrapolator, KnownExtrapolator, finetune_downstream, known_backend,
-                        load_known, predict_states, trajectory_stage, transplant)
+from bench.config import DataConfig, SpecError, parse, to_dict
+from bench.know import (KINDS, KNOWN_BACKENDS, DownstreamRecipe, Extrapolator, KnownExtrapolator,
+                        finetune_downstream, load_known, predict_states, trajectory_recipes, trajectory_stage,
+                        transplant)
 from bench.method import Method, MethodResult, RunContext, register_method
 
 
@@ -73,10 +73,6 @@ class TransferMethod(Method):
     def extrapolator(self, ctx: RunContext) -> Optional[Extrapolator]:
         return None
 
-    def describe(self, ctx: RunContext) -> dict[str, Any]:
-        """Extra facts recorded in the metrics (e.g. which KNOWN backend ran)."""
-        return {}
-
     def window_length(self) -> int:
         return self.params.trajectory_length
 
@@ -90,15 +86,8 @@ class TransferMethod(Method):
         seed = ctx.config.seed
         train = ctx.config.train
         source = self.source_config(ctx)
-        pretrain = TrainConfig(**{**{f.name: getattr(train, f.name) for f in fields(TrainConfig)},
-                                  "epochs": p.pretrain_epochs, "record_predictions": False,
-                                  "keep_checkpoints": False})
-        step = TrainConfig(epochs=p.epochs_per_step, batch_size=train.batch_size,
-                           eval_batch_size=train.eval_batch_size,
-                           optimizer=OptimizerConfig(name=p.step_optimizer, lr=p.step_lr, weight_decay=0.0),
-                           schedule=ScheduleConfig(name="constant"), augment=AugmentConfig(**to_dict(train.augment)),
-                           amp=train.amp, channels_last=train.channels_last, checkpoint_every=0,
-                           record_predictions=False, keep_checkpoints=False)
+        pretrain, step = trajectory_recipes(train, pretrain_epochs=p.pretrain_epochs, step_lr=p.step_lr,
+                                            step_optimizer=p.step_optimizer, epochs_per_step=p.epochs_per_step)
         traj = trajectory_stage(ctx, source, ctx.config.model, pretrain, step, rate=p.rate,
                                 length=p.trajectory_length, seed=seed)
         theta0 = traj.theta0()
@@ -111,7 +100,7 @@ class TransferMethod(Method):
             window = traj.window(self.window_length())
             state = predict_states(traj.layout, window, theta0, ex, self.steps)[-1]
             timings["predict_s"] = time.perf_counter() - t0
-            metrics.update(self.describe(ctx))
+            metrics.update(ex.info())
             flat0, flat1 = traj.layout.flatten(theta0), traj.layout.flatten(state)
             for k in KINDS:
                 if flat0[k].numel():
@@ -153,7 +142,7 @@ class KnownParams(TransferParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.backend in ("auto", "kernel", "torch"), "backend", self.backend, "'auto', 'kernel' or 'torch'")
+        _check(self.backend in KNOWN_BACKENDS, "backend", self.backend, " or ".join(map(repr, KNOWN_BACKENDS)))
         _check(self.trajectory_length >= 5, "trajectory_length", self.trajectory_length,
                "an integer >= 5 (KNOWN reads a window of 5 snapshots)")
         if self.weights != "official":
@@ -171,10 +160,6 @@ class KnowPrediction(TransferMethod):
 
     def extrapolator(self, ctx: RunContext) -> Extrapolator:
         return KnownExtrapolator(load_known(self.params.weights), device=ctx.device, backend=self.params.backend)
-
-    def describe(self, ctx: RunContext) -> dict[str, Any]:
-        return {"known_backend": known_backend(ctx.device, self.params.backend)}
-
 
 @register_method("know_x2")
 class KnowX2(KnowPrediction):

@@ -7,9 +7,8 @@ from typing import Any
 
 import torch
 
-from bench.config import AugmentConfig, DataConfig, OptimizerConfig, ScheduleConfig, SpecError, TrainConfig, \
-    parse, to_dict
-from bench.know import KINDS, KnownNet, known_samples, load_known, train_known, trajectory_stage
+from bench.config import DataConfig, SpecError, parse, to_dict
+from bench.know import KINDS, KnownNet, known_samples, load_known, train_known, trajectory_recipes, trajectory_stage
 from bench.method import Method, MethodResult, RunContext, register_method
 from bench.seeding import derive_seed, generator
 
@@ -112,8 +111,6 @@ class KnownTrain(Method):
         p: KnownTrainParams = self.params
         train = ctx.config.train
         seed = ctx.config.seed
-        pretrain = TrainConfig(**{**{k: getattr(train, k) for k in to_dict(train)}, "epochs": p.pretrain_epochs,
-                                  "record_predictions": False, "keep_checkpoints": False})
         base = to_dict(ctx.config.dataset)
         sources = [parse(DataConfig, {**base, **src}, f"method.params.sources[{i}]")
                    for i, src in enumerate(p.sources)]
@@ -124,11 +121,7 @@ class KnownTrain(Method):
         held: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {k: [] for k in KINDS}
         trials, pre_s, traj_s = [], 0.0, 0.0
         for d in draws:
-            step = TrainConfig(epochs=1, batch_size=train.batch_size, eval_batch_size=train.eval_batch_size,
-                               optimizer=OptimizerConfig(name="adam", lr=d.step_lr, weight_decay=0.0),
-                               schedule=ScheduleConfig(name="constant"),
-                               augment=AugmentConfig(**to_dict(train.augment)),
-                               checkpoint_every=0, record_predictions=False, keep_checkpoints=False)
+            pretrain, step = trajectory_recipes(train, pretrain_epochs=p.pretrain_epochs, step_lr=d.step_lr)
             # a cached shared stage keyed by (source, model, recipes, r, length, seed): reruns load it
             traj = trajectory_stage(ctx, sources[d.source], ctx.config.model, pretrain, step, rate=d.rate,
                                     length=p.trajectory_length, seed=d.seed)

@@ -2,7 +2,8 @@
 
 Builds `resnet18_cifar` (10 classes), makes a synthetic 5-snapshot trajectory of its conv/linear weights
 (Θ0 plus small decaying perturbations), and times `KnownExtrapolator.predict(window, steps)` — by default
-steps=1 (one ×2 prediction, the paper's unit) and steps=3 (×2, ×4, ×8) — reporting the median of `--repeats`, for each `--backend` (the fused C++ kernel and the PyTorch path).
+steps=1 (one ×2 prediction, the paper's unit) and steps=3 (×2, ×4, ×8) — reporting the median of `--repeats`,
+for each `--backend` (the fused C++ kernel and the PyTorch path).
 
 It also measures this machine's float32 matmul peak (a 2048² sgemm with the same threads) and reports the
 roofline floor: KNOWN's multiply-adds (7,440 per scalar, both streams, packed) at that peak — no float32
@@ -25,11 +26,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.config import ModelConfig  # noqa: E402
-from bench.know import KINDS, KnownExtrapolator, KnownNet, WeightLayout, load_known  # noqa: E402
+from bench.know import KINDS, KNOWN_BACKENDS, KnownExtrapolator, KnownNet, WeightLayout, load_known  # noqa: E402
 from bench.train import init_model  # noqa: E402
 
 
-MACS_PER_SCALAR = 5 * 144 + 2 * (8 * 160 + 64 * 32 + 32)   # packed KNOWN (KnownNet.packed), both streams
+def macs_per_scalar(net: KnownNet) -> int:
+    """Multiply-adds of one scalar through the packed KNOWN (`KnownNet.packed`): both streams' matmuls + head."""
+    w = net.packed()
+    return sum(t.numel() for t in [w["k_in"], *w["k_mid"], *w["k5"], w["k_head"]])
 
 
 def roofline(n_weights: int, sync) -> dict:
@@ -38,7 +42,7 @@ def roofline(n_weights: int, sync) -> dict:
     torch.mm(a, a)
     best = min(_timed(lambda: torch.mm(a, a), sync) for _ in range(5))
     gflops = 2 * 2048 ** 3 / best / 1e9
-    flop = 2 * MACS_PER_SCALAR * n_weights
+    flop = 2 * macs_per_scalar(KnownNet()) * n_weights
     return {"sgemm_gflops": round(gflops, 1), "known_gflop_per_step": round(flop / 1e9, 1),
             "floor_s_per_step": round(flop / (gflops * 1e9), 4)}
 
@@ -59,7 +63,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 3])
-    ap.add_argument("--backend", nargs="+", default=["kernel", "torch"], choices=["kernel", "torch", "auto"])
+    ap.add_argument("--backend", nargs="+", default=["kernel", "torch"], choices=KNOWN_BACKENDS)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,13 +91,7 @@ def main() -> None:
         ex = KnownExtrapolator(nets, chunk=args.chunk, device=device, backend=backend)
         ex.predict({k: v[:, :1024] for k, v in window.items()}, 1)  # warm-up (and the kernel's first build)
         for steps in args.steps:
-            times = []
-            for _ in range(args.repeats):
-                sync()
-                t0 = time.perf_counter()
-                ex.predict(window, steps)
-                sync()
-                times.append(time.perf_counter() - t0)
+            times = [_timed(lambda: ex.predict(window, steps), sync) for _ in range(args.repeats)]
             med = statistics.median(times)
             row = {"median_s": round(med, 4), "min_s": round(min(times), 4), "all_s": [round(t, 3) for t in times]}
             if "roofline" in report:
