@@ -1,0 +1,24 @@
+"""Nothing a user has changes meaning: every repo sweep's run ids and stage keys equal the committed list."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_every_repo_sweep_keeps_its_run_ids_and_stage_keys():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from sweep_ids import sweep_ids
+    finally:
+        sys.path.pop(0)
+    want = json.loads((ROOT / "tests" / "data" / "sweep_ids.json").read_text())
+    got = sweep_ids()
+    # sweeps may move into per-paper folders: compare by spec name
+    by_name = lambda d: {v["name"]: v["runs"] for v in d.values()}  # noqa: E731
+    assert by_name(got) == by_name(want)
