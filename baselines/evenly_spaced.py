@@ -1,23 +1,19 @@
 """evenly_spaced: a softmax ensemble of k checkpoints evenly spaced over the base run (final included)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.config import SpecError
-from bench.forgetting import ProtocolParams, protocol_splits, score_on_splits
+from bench.config import in_range
+from bench.protocol import ProtocolParams, protocol_splits, score_on_splits
 from bench.method import Method, MethodResult, RunContext, register_method
 
 
 @dataclass
 class EvenlySpacedParams(ProtocolParams):
-    k: int = 5
+    k: int = field(default=5, metadata=in_range(1))
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.k < 1:
-            raise SpecError("method.params.k", self.k, "an integer >= 1")
 
 
 def evenly_spaced_epochs(epochs: int, k: int) -> list[int]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.config import SpecError
-from bench.know import ExpFit
+from methods.know.extrapolate import ExpFit
 from bench.method import register_method
-from methods.know import TransferMethod, TransferParams
+from methods.know.transfer import TransferMethod, TransferParams
 
 
 @dataclass
@@ -27,7 +27,7 @@ class ExpFitParams(TransferParams):
 @register_method("expfit")
 class ExpFitTransfer(TransferMethod):
     """Card section 5 ExpFit, NOT specified by the paper: per scalar w(s) = a + b·exp(c·s) fitted on s = 0..S-1
-    (most forgotten -> Θ0) in closed form (bench.know.ExpFit), evaluated at s = S - 1 + steps; linear fallback
+    (most forgotten -> Θ0) in closed form (methods.know.extrapolate.ExpFit), evaluated at s = S - 1 + steps; linear fallback
     where degenerate. Then the section 6 fine-tuning."""
     Params = ExpFitParams
 

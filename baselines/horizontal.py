@@ -1,21 +1,17 @@
 """horizontal: a softmax ensemble of the last k epochs of the base run."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from bench.config import SpecError
-from bench.forgetting import ProtocolParams, protocol_splits, score_on_splits
+from bench.config import in_range
+from bench.protocol import ProtocolParams, protocol_splits, score_on_splits
 from bench.method import Method, MethodResult, RunContext, register_method
 
 
 @dataclass
 class HorizontalParams(ProtocolParams):
-    k: int = 5
+    k: int = field(default=5, metadata=in_range(1))
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.k < 1:
-            raise SpecError("method.params.k", self.k, "an integer >= 1")
 
 
 @register_method("horizontal")

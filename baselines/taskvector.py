@@ -5,9 +5,9 @@ import math
 from dataclasses import dataclass
 
 from bench.config import SpecError
-from bench.know import TaskVector
+from methods.know.extrapolate import TaskVector
 from bench.method import register_method
-from methods.know import TransferMethod, TransferParams
+from methods.know.transfer import TransferMethod, TransferParams
 
 
 @dataclass

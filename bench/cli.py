@@ -123,7 +123,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             st = sweep_status(d)
             st.update(running=0, queued=0, jobs=[])
         else:
-            from bench.submit import sweep_progress
+            from bench.executors.submitit import sweep_progress
             st = sweep_progress(d)
         jobs = f"; {st['running']} running, {st['queued']} queued" if st.get("submissions") else ""
         print(f"{st['spec']}: {st['done']} done, {st['failed']} failed, {st['pending']} pending (of {st['total']})"

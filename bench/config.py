@@ -21,7 +21,7 @@ class SpecError(ValueError):
         super().__init__(f"{path or '<spec>'}: got {value!r}; allowed: {allowed}")
 
 
-def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False):
+def in_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False):
     """Field metadata that bounds a number; the message states the interval."""
     left = "(" if lo_open else "["
     right = ")" if hi_open else "]"
@@ -41,7 +41,7 @@ def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = 
 class NoiseConfig:
     """Label noise on the training split (symmetric: uniform to other classes; asymmetric: the paper's pairs)."""
     kind: Literal["none", "symmetric", "asymmetric"] = "none"
-    rate: float = field(default=0.0, metadata=_range(0.0, 1.0, hi_open=True))
+    rate: float = field(default=0.0, metadata=in_range(0.0, 1.0, hi_open=True))
 
 
 @dataclass
@@ -53,8 +53,8 @@ class DataConfig:
     classes: Optional[list[int]] = None     # keep only these classes (relabelled 0..k-1 in this order)
     train_per_class: Optional[Union[int, float]] = None  # int >= 1: count per class; float in (0, 1]: fraction
     test_per_class: Optional[Union[int, float]] = None
-    val_fraction: float = field(default=0.1, metadata=_range(0.0, 1.0, hi_open=True))  # held out from train
-    test_split: Optional[float] = field(default=None, metadata=_range(0.0, 1.0, hi_open=True))  # datasets with one split
+    val_fraction: float = field(default=0.1, metadata=in_range(0.0, 1.0, hi_open=True))  # held out from train
+    test_split: Optional[float] = field(default=None, metadata=in_range(0.0, 1.0, hi_open=True))  # datasets with one split
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     seed: int = 0                           # data seed: subset, val split and noise (fixed across run seeds)
 
@@ -71,43 +71,43 @@ class ModelConfig:
 @dataclass
 class OptimizerConfig:
     name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = field(default=0.1, metadata=_range(0.0, lo_open=True))
-    momentum: float = field(default=0.9, metadata=_range(0.0, 1.0, hi_open=True))
+    lr: float = field(default=0.1, metadata=in_range(0.0, lo_open=True))
+    momentum: float = field(default=0.9, metadata=in_range(0.0, 1.0, hi_open=True))
     nesterov: bool = True
-    weight_decay: float = field(default=5e-4, metadata=_range(0.0))
+    weight_decay: float = field(default=5e-4, metadata=in_range(0.0))
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
 
 
 @dataclass
 class ScheduleConfig:
     name: Literal["constant", "cosine", "step", "onecycle"] = "cosine"
-    warmup_epochs: float = field(default=0.0, metadata=_range(0.0))
+    warmup_epochs: float = field(default=0.0, metadata=in_range(0.0))
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # step: fractions of training
-    gamma: float = field(default=0.1, metadata=_range(0.0, 1.0, lo_open=True))
-    min_lr_ratio: float = field(default=0.0, metadata=_range(0.0, 1.0))
-    pct_start: float = field(default=0.25, metadata=_range(0.0, 1.0, lo_open=True, hi_open=True))  # onecycle
+    gamma: float = field(default=0.1, metadata=in_range(0.0, 1.0, lo_open=True))
+    min_lr_ratio: float = field(default=0.0, metadata=in_range(0.0, 1.0))
+    pct_start: float = field(default=0.25, metadata=in_range(0.0, 1.0, lo_open=True, hi_open=True))  # onecycle
 
 
 @dataclass
 class AugmentConfig:
-    crop_padding: int = field(default=0, metadata=_range(0))
+    crop_padding: int = field(default=0, metadata=in_range(0))
     flip: bool = False
 
 
 @dataclass
 class TrainConfig:
     """The training recipe shared by every method of a run."""
-    epochs: int = field(default=10, metadata=_range(0))
-    batch_size: int = field(default=128, metadata=_range(1))
-    eval_batch_size: int = field(default=1024, metadata=_range(1))
+    epochs: int = field(default=10, metadata=in_range(0))
+    batch_size: int = field(default=128, metadata=in_range(1))
+    eval_batch_size: int = field(default=1024, metadata=in_range(1))
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    label_smoothing: float = field(default=0.0, metadata=_range(0.0, 1.0, hi_open=True))
-    grad_clip: Optional[float] = field(default=None, metadata=_range(0.0, lo_open=True))
+    label_smoothing: float = field(default=0.0, metadata=in_range(0.0, 1.0, hi_open=True))
+    grad_clip: Optional[float] = field(default=None, metadata=in_range(0.0, lo_open=True))
     amp: bool = True              # bf16 autocast, CUDA only (ignored on CPU)
     channels_last: bool = True    # CUDA only
-    checkpoint_every: int = field(default=1, metadata=_range(0))  # epochs between resumable checkpoints; 0 = never
+    checkpoint_every: int = field(default=1, metadata=in_range(0))  # epochs between resumable checkpoints; 0 = never
     record_predictions: bool = True   # base run: per-epoch softmax on val and test (float16), read by KF & co.
     keep_checkpoints: bool = True     # base run: every epoch's weights on disk (CPU), read by distilled/averaged KF
 

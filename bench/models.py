@@ -6,6 +6,7 @@ parameters are the kwargs a spec may set (checked before building, so typos beco
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 import re
 import sys
 from typing import Any, Callable
@@ -18,6 +19,22 @@ from bench.registry import Registry, suggest
 from bench.seeding import derive_seed
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """Models a paper package builds itself (e.g. language models): exact names and name prefixes it accepts."""
+    names: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+
+    def accepts(self, name: str) -> bool:
+        return name in self.names or any(name.startswith(p) and len(name) > len(p) for p in self.prefixes)
+
+    def describe(self) -> list[str]:
+        return list(self.names) + [f"{p}<...>" for p in self.prefixes]
+
+
+MODEL_FAMILIES: Registry[ModelFamily] = Registry("model family")
 _HARNESS_ARGS = ("num_classes", "in_chans", "img_size")
 
 

@@ -33,6 +33,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def registered(self) -> list[str]:
+        """Names in registration order."""
+        return list(self._items)
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 

@@ -8,18 +8,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.config import RunConfig, to_dict
-from bench.spec import run_id
-from bench.store import CONFIG, METRICS, RESULT, atomic_torch_save, atomic_write_json, read_json, run_dir
+from bench.config import RunConfig, parse, to_dict
+from bench.device import resolve_device
+from bench.ids import run_id
+from bench.method import METHODS, RunContext, load_methods
+from bench.provenance import device_info, git_sha, library_versions
+from bench.seeding import seed_everything
+from bench.store import (
+    CONFIG,
+    METRICS,
+    RESULT,
+    atomic_torch_save,
+    atomic_write_json,
+    read_json,
+    run_dir,
+)
+from bench.train import NonFiniteLoss
 
 
 def execute_run(run: RunConfig, out: str | Path, *, progress: bool = True) -> dict[str, Any]:
     """Run `run` into `out/<spec>/<id>/` unless it is already done; return a short summary."""
-    from bench.device import resolve_device
-    from bench.method import METHODS, RunContext, load_methods
-    from bench.provenance import device_info, git_sha, library_versions
-    from bench.seeding import seed_everything
-    from bench.train import NonFiniteLoss
 
     rid = run_id(run)
     rdir = run_dir(Path(out), run.spec, rid)
@@ -59,6 +67,4 @@ def execute_run(run: RunConfig, out: str | Path, *, progress: bool = True) -> di
 
 
 def _params(run: RunConfig) -> Any:
-    from bench.config import parse
-    from bench.method import METHODS
     return parse(METHODS.get(run.method.name).Params, run.method.params, "method.params")

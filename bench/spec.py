@@ -7,9 +7,7 @@ drops runs matching an `exclude` entry.
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import yaml
 
 from bench.config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SpecError, TrainConfig, parse,
                           to_dict)
+from bench.ids import canonical_json, run_id  # noqa: F401  (re-exported: the spec's run ids)
 from bench.registry import suggest
 
 TOP_KEYS = ("name", "description", "seeds", "device", "datasets", "models", "methods", "train", "grid",
@@ -34,17 +33,6 @@ class SweepSpec:
     resources: dict[str, Any] = field(default_factory=dict)
     tune: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
-
-
-def run_id(run: RunConfig) -> str:
-    """Stable id: hash of the canonical resolved config (the spec name excluded, so a run is the same anywhere)."""
-    d = to_dict(run)
-    d.pop("spec")
-    return hashlib.sha256(canonical_json(d).encode()).hexdigest()[:12]
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:

@@ -5,7 +5,6 @@ concurrent runs never both compute it; the second waits and reuses the first's o
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,16 +14,16 @@ import torch
 from filelock import FileLock
 
 from bench.config import to_dict
-from bench.spec import canonical_json
+from bench.ids import digest
 from bench.store import atomic_torch_save, atomic_write_json, read_jsonl, write_jsonl
+from bench.train import CheckpointHook, fit, init_model, predict
 
 DONE = "done"
 BASE_STAGE_VERSION = 2
 
 
 def stage_dir(stages_dir: Path, name: str, key: dict[str, Any]) -> Path:
-    digest = hashlib.sha256(canonical_json(key).encode()).hexdigest()[:12]
-    return Path(stages_dir) / f"{name}-{digest}"
+    return Path(stages_dir) / f"{name}-{digest(key)}"
 
 
 def shared_stage(stages_dir: Path, name: str, key: dict[str, Any], compute: Callable[[Path], None]) -> Path:
@@ -83,7 +82,6 @@ def base_key(ctx, seed: int | None = None) -> dict[str, Any]:
 
 def build_model_for(ctx, seed: int | None = None) -> torch.nn.Module:
     """The run's model, freshly initialised from its own `init` stream, on the run's device."""
-    from bench.train import init_model
     d = ctx.data
     return init_model(ctx.config.model, num_classes=d.num_classes, in_chans=d.in_chans, img_size=d.img_size,
                       seed=ctx.config.seed if seed is None else seed).to(ctx.device)
@@ -96,7 +94,6 @@ class PredictionRecorder:
         self.folder, self.splits, self.batch_size = folder, splits, batch_size
 
     def __call__(self, end) -> None:
-        from bench.train import predict
         out = {}
         for name, data in self.splits.items():
             if len(data):
@@ -163,7 +160,6 @@ def base_run(ctx, seed: int | None = None) -> BaseRun:
     """
     import time
 
-    from bench.train import CheckpointHook, fit
     seed = ctx.config.seed if seed is None else seed
 
     def compute(sdir: Path) -> None:

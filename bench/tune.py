@@ -44,6 +44,7 @@ from typing import Any
 
 from bench.config import SpecError
 from bench.registry import suggest
+from bench.executors.base import threads_per_worker
 from bench.store import atomic_write_json, read_json
 
 TUNE_KEYS = ("params", "metric", "direction", "n_trials", "sampler", "pruner", "storage", "workers", "executor",
@@ -603,7 +604,7 @@ def run_tune(args: argparse.Namespace) -> int:
     if have < cfg.n_trials:
         n = min(cfg.workers, cfg.n_trials - have)
         if cfg.executor == "local":
-            threads = max(1, (os.cpu_count() or 1) // n)
+            threads = threads_per_worker(n)
             workers = [TuneWorker(cfg, base, spec.name, str(tdir), i, threads) for i in range(n)]
             if n == 1:
                 workers[0]()
@@ -640,7 +641,7 @@ def _submit_workers(cfg: TuneConfig, spec: Any, base: dict, tdir: Path, n: int, 
     else:
         ex = submitit.LocalExecutor(folder=folder, max_num_timeout=res.max_timeouts)
         ex.update_parameters(timeout_min=res.time_min, signal_delay_s=res.signal_delay_s)
-        threads = max(1, (os.cpu_count() or 1) // n)
+        threads = threads_per_worker(n)
     payloads = [_CheckpointableWorker(cfg, base, spec.name, str(tdir), i, threads) for i in range(n)]
     with ex.batch():
         jobs = [ex.submit(p) for p in payloads]
@@ -712,7 +713,7 @@ def tune_status(tdir: Path) -> list[str]:
         lines.append(f"  best trial {best['best_trial']}: {best['metric']}={best['best_value']:.4f} "
                      f"{best['best_params']}")
     for sub in (read_json(Path(tdir) / "jobs.json") or {}).get("submissions", []):
-        from bench.submit import job_states
+        from bench.executors.submitit import job_states
         states = job_states(sub)
         for j in sub["jobs"]:
             if states.get(j["job_id"]) in ("running", "queued"):

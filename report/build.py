@@ -6,34 +6,19 @@ own table layout), tables/<paper>_provenance.{md,csv}, tables/generic_<spec>.*, 
 """
 from __future__ import annotations
 
+import importlib
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
+from bench.paper import papers
+
 from report import plots
 from report.html import Section, Table, write_html, write_markdown
-from report.tables import (PAPERS, csv_frame, display_frame, generic_table, load_reference, load_store,
+from report.tables import (csv_frame, display_frame, generic_table, load_reference, load_store,
                            paper_tables, to_markdown, write_table)
-
-FIGURES = {"forgetmenot": plots.forgetmenot_figures, "know": plots.know_figures,
-           "contextfree": plots.contextfree_figures}
-
-INTRO = {
-    "forgetmenot": "Test accuracy (%) of the Forget Me Not methods, mean ± sample std over seeds (n seeds). "
-                   "Published numbers: the predecessor's single vs KF (∞) table and Forget Me Not's Table II "
-                   "(card section 6). Δ = measured − published in accuracy points, only where dataset, model, "
-                   "noise and data size match the published row; otherwise 'different setting' and the nearest "
-                   "published row is shown for reference.",
-    "know": "CIFAR-10 top-1 accuracy (%) after fine-tuning from the predicted weights, mean ± sample std over "
-            "seeds. Published numbers: card section 7 (ResNet18, CIFAR-100 → CIFAR-10). Δ only for the same "
-            "setting.",
-    "contextfree": "Forgetting = increase of corpus-A bits per character (lower is better) and task exact match "
-                   "(%), mean ± sample std over seeds. The paper's numbers are not retrievable: it is compared by "
-                   "its qualitative claim 'CF < contextual, replay in forgetting'.",
-}
-
 
 def _slug(s: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", s.lower()).strip("_")[:50]
@@ -70,9 +55,9 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
               "Units: accuracies in %, Δ = measured − published in accuracy points; ± = sample std over seeds "
               "(ddof=1); n = number of seeds. 'not run' = no finished run in the store."]
     sections: list[Section] = []
-    for paper in PAPERS.values():
+    for paper in papers():
         pt = paper_tables(store, paper, ref)
-        sec = Section(paper.title, paper.key, intro=[INTRO[paper.key]], notes=pt.notes, claims=pt.claims)
+        sec = Section(paper.title, paper.key, intro=[paper.intro], notes=pt.notes, claims=pt.claims)
         disp = display_frame(pt.long, paper)
         files = write_table(disp, tdir, paper.key, csv_frame=csv_frame(pt.long, paper),
                             caption=f"{paper.title}: measured vs published")
@@ -87,7 +72,8 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
             sec.provenance = Table("Provenance (spec, run ids, git sha, device)", prov,
                                    {"md": tdir / f"{paper.key}_provenance.md",
                                     "csv": tdir / f"{paper.key}_provenance.csv"})
-        sec.figures, sec.skipped = FIGURES[paper.key](store, fdir)
+        if paper.figures:
+            sec.figures, sec.skipped = importlib.import_module(paper.figures).figures(store, fdir)
         sections.append(sec)
     # any sweep: a table and two figures per spec
     gsec = Section("All sweeps (generic)", "generic",

@@ -1,7 +1,7 @@
 """The report's data layer and tables: read the store, aggregate over seeds, match the published numbers.
 
-Reads only the results store (result.json, metrics.jsonl, sweep.json) and `report/reference.csv`; never imports
-methods/ or baselines/. Accuracies are shown in % (stored as fractions), differences in accuracy points.
+Reads only the results store (result.json, metrics.jsonl, sweep.json) and the registered papers' metadata
+(bench.paper: rows, labels, reference.csv); never imports methods/ or baselines/ by name. Accuracies are shown in % (stored as fractions), differences in accuracy points.
 """
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.paper import PAPERS, Paper, paper_of, papers
 from bench.results import load_results
 from bench.store import METRICS, RESULT, read_json, read_jsonl
-
-REFERENCE = Path(__file__).with_name("reference.csv")
 
 NOT_RUN = "not run"
 DIFFERENT = "different setting"
@@ -25,35 +24,16 @@ NOT_PUBLISHED = "not published"
 QUALITATIVE = "qualitative (see claim)"
 
 
-@dataclass(frozen=True)
-class Paper:
-    key: str
-    title: str
-    methods: tuple[str, ...]          # the paper's rows, in its order
-    metrics: tuple[str, ...]          # first = the headline metric
+def paper_methods(key: str) -> tuple[str, ...]:
+    """The rows of paper `key`, in the paper's order."""
+    papers()  # the paper packages registered
+    return PAPERS.get(key).methods
 
 
-PAPERS: dict[str, Paper] = {
-    "forgetmenot": Paper("forgetmenot", "Forget Me Not (Stern, Corn, Weinshall; arXiv 2507.08686) and its "
-                         "predecessor (AAAI 2025)",
-                         ("naive", "ensemble", "kf_i", "kf_inf", "distilled_kf", "evenly_spaced", "horizontal",
-                          "averaged_kf"), ("test_acc",)),
-    "know": Paper("know", "KNOW: Learning from Oblivion (Jang, Kim, Kim; arXiv 2508.05059)",
-                  ("naive", "taskvector", "expfit", "know_x2", "know_x4", "know_x8"), ("test_acc",)),
-    "contextfree": Paper("contextfree", "Context-free synthetic data mitigates forgetting (Bansal, Sanghavi; "
-                         "arXiv 2505.13811)",
-                         ("plain_ft", "cf_replay", "contextual_replay", "real_replay", "kl_cf", "l2", "wise_ft"),
-                         ("forgetting_bpc", "task_em")),
-}
+def method_labels() -> dict[str, str]:
+    """How each paper names its rows (e.g. kf_inf -> 'KF (∞)'), from the registered papers."""
+    return {m: lab for p in papers() for m, lab in p.labels.items()}
 
-METHOD_LABELS = {
-    "naive": "single (naive)", "ensemble": "independent ensemble", "kf_i": "KF (i)", "kf_inf": "KF (∞)",
-    "distilled_kf": "distilled KF", "evenly_spaced": "evenly spaced checkpoints", "horizontal": "horizontal ensemble",
-    "averaged_kf": "averaged KF (weights)", "taskvector": "TaskVector", "expfit": "ExpFit", "know_x2": "KNOW ×2",
-    "know_x4": "KNOW ×4", "know_x8": "KNOW ×8", "plain_ft": "plain fine-tuning", "cf_replay": "context-free replay",
-    "contextual_replay": "contextual replay", "real_replay": "real-data replay", "kl_cf": "KL on context-free",
-    "l2": "L2 to θ*", "wise_ft": "WiSE-FT",
-}
 
 METRIC_LABELS = {"test_acc": "test accuracy (%)", "val_acc": "validation accuracy (%)",
                  "task_em": "task exact match (%)", "forgetting_bpc": "forgetting (Δ bits/char on corpus A)",
@@ -66,24 +46,12 @@ NOISE_SHORT = {"none": "clean", "symmetric": "sym", "asymmetric": "asym"}
 NOT_SETTING = ("config.spec", "config.seed", "config.device")
 
 
-# method names that are another paper row's name under a prefix: know_naive is KNOW's "naive" row
-ALIASES = {"know_naive": "naive"}
-
-
-def paper_of(method: str, spec: str) -> str | None:
-    """The paper a run belongs to, by method name (a `naive` run is Forget Me Not's unless its spec is know*)."""
-    if method == "know_naive":
-        return "know"
-    if method == "naive":
-        return "know" if str(spec).startswith("know") else "forgetmenot"
-    for p in PAPERS.values():
-        if method in p.methods:
-            return p.key
-    return None
+def _aliases() -> dict[str, str]:
+    return {m: row for p in papers() for m, row in p.aliases.items()}
 
 
 def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+    return method_labels().get(method, method)
 
 
 def variant_label(variant: str) -> str:
@@ -162,9 +130,11 @@ def load_store(root: str | Path) -> Store:
             "n_val": data.get("n_val"), "n_test": data.get("n_test"), "device_str": device}
     ext = pd.DataFrame([{"spec": k[0], "run_id": k[1], **v} for k, v in extra.items()])
     df = df.merge(ext, on=["spec", "run_id"], how="left")
-    df["paper"] = [paper_of(m, s) for m, s in zip(df["method"], df["spec"])]
+    owner = {m: paper_of(m) for m in set(df["method"])}
+    aliases = _aliases()
+    df["paper"] = df["method"].map(owner)
     df["method_name"] = df["method"]                       # as registered; `method` is the paper's row name
-    df["method"] = df["method"].map(lambda m: ALIASES.get(m, m))
+    df["method"] = df["method"].map(lambda m: aliases.get(m, m))
     setting_cols = setting_columns(df)
     df["setting_key"] = ["|".join(_key(v) for v in row) for row in df[setting_cols].itertuples(index=False)]
     df["variant"] = _variants(df)
@@ -283,8 +253,10 @@ def fmt_pm(mean: float, std: float, n: int | None = None, digits: int = 2) -> st
 # Published numbers
 # ----------------------------------------------------------------------------------------------------------------
 
-def load_reference(path: Path = REFERENCE) -> pd.DataFrame:
-    ref = pd.read_csv(path, dtype=str, keep_default_na=False)
+def load_reference(paper: Paper | None = None) -> pd.DataFrame:
+    """Published cells of `paper` (default: every registered paper), from each paper package's reference.csv."""
+    paths = [p.reference for p in ([paper] if paper else papers()) if p.reference is not None]
+    ref = pd.concat([pd.read_csv(path, dtype=str, keep_default_na=False) for path in paths], ignore_index=True)
     ref["value_num"] = pd.to_numeric(ref["value"], errors="coerce")
     ref["std_num"] = pd.to_numeric(ref["std"], errors="coerce")
     ref["ref_id"] = range(len(ref))

@@ -18,7 +18,7 @@ import torch
 
 from bench.config import DataConfig, ModelConfig, TrainConfig, parse
 from bench.data import load_splits
-from bench.forgetting import kf_select
+from methods.forgetmenot.selection import kf_select
 from bench.stages import PredictionRecorder, save_weights
 from bench.train import fit, init_model
 

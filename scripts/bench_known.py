@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.config import ModelConfig  # noqa: E402
-from bench.know import KINDS, KNOWN_BACKENDS, KnownExtrapolator, KnownNet, WeightLayout, load_known  # noqa: E402
+from methods.know.known import KINDS, KNOWN_BACKENDS, KnownExtrapolator, KnownNet, WeightLayout, load_known  # noqa: E402
 from bench.train import init_model  # noqa: E402
 
 

@@ -109,7 +109,7 @@ def test_status_counts_pending_runs(tmp_path: Path, capsys) -> None:
 
 
 def test_base_stage_is_shared_by_methods_and_computed_once(tmp_path: Path, monkeypatch) -> None:
-    import bench.train
+    import bench.stages
     from bench.method import METHODS, Method, MethodResult, register_method
 
     if "probe_base" not in METHODS:
@@ -119,8 +119,8 @@ def test_base_stage_is_shared_by_methods_and_computed_once(tmp_path: Path, monke
                 return MethodResult(metrics={"epochs_seen": len(ctx.base_run().history)})
 
     calls = []
-    real_fit = bench.train.fit
-    monkeypatch.setattr(bench.train, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    real_fit = bench.stages.fit
+    monkeypatch.setattr(bench.stages, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
     spec = tmp_path / "s.yaml"
     spec.write_text(SPEC.format(epochs=2, lr=0.05).replace("methods: [naive]", "methods: [naive, probe_base]")
                     .replace("seeds: [0, 1]", "seeds: [0]"))

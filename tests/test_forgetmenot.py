@@ -9,7 +9,7 @@ import torch
 
 from bench.cli import main
 from bench.config import SpecError
-from bench.forgetting import ProtocolParams, protocol_splits
+from bench.protocol import ProtocolParams, protocol_splits
 from bench.store import read_json
 
 SPEC = """
@@ -24,18 +24,18 @@ train: {epochs: 6, batch_size: 64, optimizer: {name: sgd, lr: 0.05}}
 
 
 def test_forgetmenot_methods_share_one_base_run(tmp_path: Path, monkeypatch) -> None:
-    import bench.train
+    import bench.stages
     from bench.method import load_methods
     load_methods()
-    import methods.distilled_kf
+    import methods.forgetmenot.distilled_kf
     calls = []
-    real_fit = bench.train.fit
+    real_fit = bench.stages.fit
 
     def counting_fit(*a, **k):
         calls.append(k.get("desc"))
         return real_fit(*a, **k)
-    monkeypatch.setattr(bench.train, "fit", counting_fit)            # the base stage imports it at call time
-    monkeypatch.setattr(methods.distilled_kf, "fit", counting_fit)   # the student's import
+    monkeypatch.setattr(bench.stages, "fit", counting_fit)         
+    monkeypatch.setattr(methods.forgetmenot.distilled_kf, "fit", counting_fit)   # the student's import
     spec = tmp_path / "s.yaml"
     spec.write_text(SPEC)
     out = tmp_path / "out"
@@ -76,5 +76,8 @@ def test_test_half_splits_are_disjoint_halves_and_seeded() -> None:
 
 
 def test_bad_protocol_is_a_spec_error() -> None:
-    with pytest.raises(SpecError, match="method.params.protocol"):
-        ProtocolParams(protocol="test_third")
+    from bench.config import parse
+    with pytest.raises(SpecError, match="method.params.protocol.*'test_half'"):
+        parse(ProtocolParams, {"protocol": "test_third"}, "method.params")
+    with pytest.raises(SpecError, match="method.params.n_splits"):
+        parse(ProtocolParams, {"n_splits": 0}, "method.params")

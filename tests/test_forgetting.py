@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from bench.forgetting import forget_fraction, kf_select, pack_bits, softmax_ensemble, tune_eps, unpack_bits
+from bench.forgetting import forget_fraction, pack_bits, softmax_ensemble, unpack_bits
+
+from methods.forgetmenot.selection import kf_select, tune_eps
 
 
 def test_forget_fraction_on_a_four_epoch_history() -> None:

@@ -9,7 +9,8 @@ import torch
 
 from bench.cli import main
 from bench.config import SpecError, parse
-from bench.know import KINDS, KnownNet
+from methods.know.layout import KINDS
+from methods.know.known import KnownNet
 from bench.method import METHODS, load_methods
 from bench.store import read_json
 
@@ -34,10 +35,10 @@ train: {{epochs: 2, batch_size: 64, optimizer: {{name: adam, lr: 0.001, weight_d
 
 
 def test_know_methods_share_one_trajectory(tmp_path: Path, monkeypatch) -> None:
-    import bench.train
+    import methods.know.trajectory
     calls = []
-    real_fit = bench.train.fit
-    monkeypatch.setattr(bench.train, "fit", lambda *a, **k: calls.append(k.get("desc")) or real_fit(*a, **k))
+    real_fit = methods.know.trajectory.fit
+    monkeypatch.setattr(methods.know.trajectory, "fit", lambda *a, **k: calls.append(k.get("desc")) or real_fit(*a, **k))
     torch.manual_seed(0)
     ckpt = tmp_path / "known.pt"          # a random KNOWN checkpoint (the meta-training format)
     torch.save({k: KnownNet().state_dict() for k in KINDS}, ckpt)
@@ -59,7 +60,7 @@ def test_know_methods_share_one_trajectory(tmp_path: Path, monkeypatch) -> None:
     assert results["know_naive"]["metrics"]["steps"] == 0 and "rel_change_conv" not in results["know_naive"]["metrics"]
     assert results["know_x8"]["metrics"]["steps"] == 3 and results["know_x8"]["metrics"]["scale"] == 8
     assert results["expfit"]["metrics"]["steps"] == 3
-    from bench.know import known_backend
+    from methods.know.known import known_backend
     assert results["know_x2"]["metrics"]["known_backend"] == known_backend("cpu")      # recorded with the result
     assert results["know_x8"]["metrics"]["rel_change_conv"] > 0
     traj = torch.load(next(out.glob("_stages/know_trajectory-*/trajectory.pt")), weights_only=True)
@@ -121,6 +122,6 @@ train: {epochs: 1, batch_size: 64, optimizer: {name: adam, lr: 0.001, weight_dec
     assert m["n_train_samples_fc"] + m["n_heldout_samples_fc"] == sum(d["scalars"]["fc"] for d in draws)
     assert draws[2]["scalars"]["fc"] == 3 * draws[0]["scalars"]["fc"] // 10   # the 3-class source's head
     assert m["meta_epochs_bias"] == 3 and m["meta_epochs_conv"] == 2            # few bias samples: more epochs
-    from bench.know import load_known
+    from methods.know.known import load_known
     nets = load_known(m["checkpoint"])
     assert set(nets) == set(KINDS)

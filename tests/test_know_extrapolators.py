@@ -4,7 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.know import ExpFit, KnownExtrapolator, KnownNet, TaskVector, nested_subsets
+from methods.know.extrapolate import ExpFit, KnownExtrapolator, TaskVector
+
+from methods.know.known import KnownNet
+
+from methods.know.trajectory import nested_subsets
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -83,7 +87,7 @@ def test_nested_subsets_are_prefixes_with_rate() -> None:
 
 
 def test_known_samples_follow_the_reversed_trajectory() -> None:
-    from bench.know import known_samples
+    from methods.know.known import known_samples
     snaps = torch.arange(7.0).unsqueeze(1) * torch.tensor([[1.0, 10.0]])   # recording order Θ0..Θ6
     x, y = known_samples(snaps)
     assert x.shape == (4, 5) and y.shape == (4,)
@@ -93,7 +97,7 @@ def test_known_samples_follow_the_reversed_trajectory() -> None:
 
 
 def test_train_known_lowers_the_l1_on_exponential_histories() -> None:
-    from bench.know import train_known
+    from methods.know.known import train_known
     g = torch.Generator().manual_seed(0)
     P = 4000
     a, b = torch.randn(P, generator=g) * 0.05, torch.randn(P, generator=g) * 0.02

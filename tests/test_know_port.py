@@ -9,9 +9,10 @@ import torch
 
 import bench.paths
 from bench.config import ModelConfig
-from bench import known_kernel
-from bench.know import (KINDS, KnownExtrapolator, KnownNet, WeightLayout, keras_layer_map, known_backend,
-                        load_keras_h5, load_known)
+import methods.know.kernel as known_kernel
+from methods.know.layout import KINDS, WeightLayout
+from methods.know.extrapolate import KnownExtrapolator
+from methods.know.known import KnownNet, keras_layer_map, known_backend, load_keras_h5, load_known
 from bench.train import init_model
 
 

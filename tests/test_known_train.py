@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from bench.config import SpecError, parse
-from methods.known_train import KnownTrainParams, draw_trials
+from methods.know.known_train import KnownTrainParams, draw_trials
 
 
 def test_draws_are_in_range_distinct_and_seeded() -> None:

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from bench.config import DataConfig, ModelConfig, SpecError, parse
-from bench.lm import (ByteTokenizer, PoolExhausted, ReplayPool, TinyLM, arithmetic_task, bits_per_char, build_lm,
+from methods.contextfree.lm import (ByteTokenizer, PoolExhausted, ReplayPool, TinyLM, arithmetic_task, bits_per_char, build_lm,
                       encode_documents, generate, masked_nll, task_batch, task_metrics, token_kl)
-from bench.text_data import load_text_splits, split_documents
+from methods.contextfree.text_data import load_text_splits, split_documents
 
 CPU = torch.device("cpu")
 

@@ -263,11 +263,11 @@ def test_reference_matches_the_paper_cards():
 
 
 def test_paper_assignment_and_pca():
-    from report.plots import _pca2
-    from report.tables import paper_of
-    assert paper_of("naive", "smoke") == "forgetmenot" and paper_of("naive", "know_cpu") == "know"
-    assert paper_of("know_naive", "x") == "know" and paper_of("cf_replay", "x") == "contextfree"
-    assert paper_of("something_else", "x") is None
+    from methods.know.figures import _pca2
+    from bench.paper import paper_of
+    assert paper_of("naive") == "forgetmenot" and paper_of("know_naive") == "know"   # by registry, not spec name
+    assert paper_of("cf_replay") == "contextfree" and paper_of("taskvector") == "know"
+    assert paper_of("something_else") is None
     g = torch.Generator().manual_seed(1)
     traj = torch.randn(5, 40, generator=g).double().numpy()
     proj = _pca2(traj, traj)

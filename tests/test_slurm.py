@@ -17,7 +17,7 @@ pytest.importorskip("submitit")
 from bench.cli import main  # noqa: E402
 from bench.slurm import scontrol_job, squeue_states  # noqa: E402
 from bench.store import read_json, read_jsonl  # noqa: E402
-from bench.submit import JOBS  # noqa: E402
+from bench.executors.submitit import JOBS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 UP = ROOT / ".ci" / "slurm-up.sh"

@@ -16,7 +16,7 @@ from bench.cli import main  # noqa: E402
 from bench.config import SpecError  # noqa: E402
 from bench.slurm import parse_mem_gb, parse_resources, parse_time_min, slurm_executor_params  # noqa: E402
 from bench.store import SWEEP, atomic_write_json, read_json  # noqa: E402
-from bench.submit import JOBS, sweep_progress  # noqa: E402
+from bench.executors.submitit import JOBS, sweep_progress  # noqa: E402
 
 SPEC = """
 name: tiny

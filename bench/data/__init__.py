@@ -12,6 +12,8 @@ Order of operations in `load_splits` (each random step has its own stream of the
 """
 from __future__ import annotations
 
+import functools
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +21,14 @@ from typing import Any, Optional
 
 import torch
 
-from bench.config import DataConfig
+from bench.config import DataConfig, parse, to_dict
 from bench.data import sources as _sources  # noqa: F401  (registers the sources)
 from bench.data.noise import apply_noise
-from bench.data.registry import DATASETS, RawData, Source, get_source
+from bench.data.registry import DATASETS, LOADERS, RawData, Source, get_source
 from bench.data.splits import (class_counts, filter_classes, per_class_counts, stratified_holdout, take_per_class,
                                validate_fraction)
 from bench.data.tensors import ImageData
+from bench.ids import canonical_json
 from bench.seeding import generator
 
 __all__ = ["DATASETS", "RawData", "Source", "Splits", "load_splits", "load_raw"]
@@ -124,3 +127,23 @@ def load_splits(cfg: DataConfig, *, device: str | torch.device = "cpu", cache_di
     return Splits(train=make(x_tr, noisy.y), val=make(x_va, y_va), test=make(x_te, y_te), num_classes=k,
                   in_chans=int(x_tr.shape[1]), img_size=int(x_tr.shape[2]), clean_train_y=y_tr.to(device),
                   noise_mask=noisy.mask.to(device), meta=meta)
+
+
+def dataset_names() -> list[str]:
+    """Every dataset a spec may name: the image sources and the registered loaders (e.g. text corpora)."""
+    return sorted(set(DATASETS.names()) | set(LOADERS.names()))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(data_json: str, device: str) -> Any:
+    cfg = parse(DataConfig, json.loads(data_json), "dataset")
+    if cfg.name in LOADERS:
+        return LOADERS.get(cfg.name)(cfg, torch.device(device))
+    return load_splits(cfg, device=torch.device(device))
+
+
+def load_data(cfg: DataConfig, device: str | torch.device = "cpu") -> Any:
+    """The splits of `cfg` on `device` (image: `Splits`; a registered loader's own type), shared by the runs of
+    one process that use the same dataset config and device."""
+    return _load_cached(canonical_json(to_dict(cfg)), str(torch.device(device)))
+

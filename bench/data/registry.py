@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -148,3 +148,9 @@ def resolve_root(root: Optional[str]) -> Optional[Path]:
     if not p.exists() and not p.is_absolute() and (data_root() / p).exists():
         return data_root() / p
     return p
+
+
+# Datasets loaded outside the image pipeline (e.g. a paper package's text corpora): name -> (cfg, device) -> splits
+# with a `meta` dict. Registered by the package that owns them; RunContext.data and spec validation consult it.
+LOADERS: Registry[Callable[[DataConfig, torch.device], Any]] = Registry("dataset loader")
+

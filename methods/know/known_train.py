@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-
 from bench.config import DataConfig, SpecError, parse, to_dict
-from bench.know import KINDS, KnownNet, known_samples, load_known, train_known, trajectory_recipes, trajectory_stage
 from bench.method import Method, MethodResult, RunContext, register_method
 from bench.seeding import derive_seed, generator
+from methods.know.known import KnownNet, known_samples, load_known, train_known
+from methods.know.layout import KINDS
+from methods.know.trajectory import trajectory_recipes, trajectory_stage
 
 
 @dataclass

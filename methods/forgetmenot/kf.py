@@ -2,24 +2,21 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.config import SpecError
-from bench.forgetting import (ProtocolParams, history_with_forget_fraction, kf_select, mix, protocol_splits,
-                              score_on_splits)
+from bench.config import in_range
+from bench.forgetting import history_with_forget_fraction
 from bench.method import Method, MethodResult, RunContext, register_method
+from bench.protocol import ProtocolParams, protocol_splits, score_on_splits
+from methods.forgetmenot.selection import kf_select, mix
 
 
 @dataclass
 class KFParams(ProtocolParams):
-    window: int = 1   # checkpoints A-w..A+w around the forget peak A
+    window: int = field(default=1, metadata=in_range(0))   # checkpoints A-w..A+w around the forget peak A
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.window < 0:
-            raise SpecError("method.params.window", self.window, "an integer >= 0")
 
 
 class KnowledgeFusion(Method):

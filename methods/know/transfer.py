@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
-
 from bench.config import DataConfig, SpecError, parse, to_dict
-from bench.know import (KINDS, KNOWN_BACKENDS, DownstreamRecipe, Extrapolator, KnownExtrapolator,
-                        finetune_downstream, load_known, predict_states, trajectory_recipes, trajectory_stage,
-                        transplant)
+from bench.data import load_data
 from bench.method import Method, MethodResult, RunContext, register_method
+from bench.train import evaluate, init_model
+from methods.know.downstream import DownstreamRecipe, finetune_downstream, predict_states, transplant
+from methods.know.extrapolate import Extrapolator, KnownExtrapolator
+from methods.know.known import KNOWN_BACKENDS, load_known
+from methods.know.layout import KINDS
+from methods.know.trajectory import trajectory_recipes, trajectory_stage
 
 
 def _check(cond: bool, name: str, value: Any, allowed: str) -> None:
@@ -81,7 +84,6 @@ class TransferMethod(Method):
         return parse(DataConfig, merged, "method.params.source")
 
     def run(self, ctx: RunContext) -> MethodResult:
-        from bench.train import evaluate, init_model
         p = self.params
         seed = ctx.config.seed
         train = ctx.config.train
@@ -106,9 +108,7 @@ class TransferMethod(Method):
                 if flat0[k].numel():
                     metrics[f"rel_change_{k}"] = float((flat1[k] - flat0[k]).norm() / flat0[k].norm().clamp_min(1e-12))
         # the source-task view (diagnostic): Θ0 vs the predicted weights with the source head
-        from bench.method import _cached_splits
-        from bench.spec import canonical_json
-        src = _cached_splits(canonical_json(to_dict(source)), str(ctx.device))
+        src = load_data(source, ctx.device)
         src_model = init_model(ctx.config.model, num_classes=src.num_classes, in_chans=src.in_chans,
                                img_size=src.img_size, seed=seed).to(ctx.device)
         src_model.load_state_dict(state)

@@ -1,4 +1,4 @@
-"""The fused CPU kernel for KNOWN's residual (bench/known_kernel.cpp): compiled on first use with the system C++
+"""The fused CPU kernel for KNOWN's residual (kernel.cpp beside this file): compiled on first use with the system C++
 compiler for this CPU (`-march=native`), cached as a shared library under ~/.cache/forgetbench/kernels
 ($FORGETBENCH_KERNEL_CACHE) keyed by the source, the flags, the compiler and the CPU, and called through ctypes
 from one thread per core.
@@ -20,7 +20,9 @@ from typing import Optional
 
 import torch
 
-SOURCE = Path(__file__).with_name("known_kernel.cpp")
+from bench.paths import kernel_cache_root
+
+SOURCE = Path(__file__).with_name("kernel.cpp")
 FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-shared", "-fPIC"]
 # packed weight buffer, in the order the kernel reads it (sizes in floats)
 PACKED_LAYOUT = ([("k_in", 5 * 144), ("b_in", 144)]
@@ -49,7 +51,6 @@ def _compiler() -> Optional[str]:
 def library_path(cxx: str) -> Path:
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), cxx, version, _cpu_key()]).encode())
-    from bench.paths import kernel_cache_root
     return kernel_cache_root() / f"known-{key.hexdigest()[:16]}.so"
 
 

@@ -30,8 +30,8 @@ from typing import Any, Literal, Optional
 
 import torch
 
-from bench.config import OptimizerConfig, ScheduleConfig, SpecError, TrainConfig, _range, to_dict
-from bench.lm import (ReplayPool, arithmetic_task, bits_per_char, build_lm, encode_documents, generate,
+from bench.config import OptimizerConfig, ScheduleConfig, SpecError, TrainConfig, in_range, to_dict
+from methods.contextfree.lm import (ReplayPool, arithmetic_task, bits_per_char, build_lm, encode_documents, generate,
                       make_tokenizer, masked_nll, max_positions, random_windows, task_batch, task_metrics, token_kl,
                       train_lm)
 from bench.method import Method, MethodResult, RunContext, register_method
@@ -46,20 +46,20 @@ POOL_STAGE_VERSION = 1
 @dataclass
 class LMParams:
     """Shared by every arm: original model (pretraining), task, evaluation."""
-    seq_len: int = field(default=128, metadata=_range(8))                # pretraining / evaluation window
-    pretrain_steps: int = field(default=2000, metadata=_range(0))
-    pretrain_batch_size: int = field(default=32, metadata=_range(1))
-    pretrain_lr: float = field(default=3e-3, metadata=_range(0.0, lo_open=True))
-    pretrain_weight_decay: float = field(default=0.1, metadata=_range(0.0))
-    pretrain_warmup_steps: int = field(default=100, metadata=_range(0))
-    pretrain_seed: Optional[int] = field(default=None, metadata=_range(0))  # None: the run seed
-    task_max_operand: int = field(default=49, metadata=_range(1))
+    seq_len: int = field(default=128, metadata=in_range(8))                # pretraining / evaluation window
+    pretrain_steps: int = field(default=2000, metadata=in_range(0))
+    pretrain_batch_size: int = field(default=32, metadata=in_range(1))
+    pretrain_lr: float = field(default=3e-3, metadata=in_range(0.0, lo_open=True))
+    pretrain_weight_decay: float = field(default=0.1, metadata=in_range(0.0))
+    pretrain_warmup_steps: int = field(default=100, metadata=in_range(0))
+    pretrain_seed: Optional[int] = field(default=None, metadata=in_range(0))  # None: the run seed
+    task_max_operand: int = field(default=49, metadata=in_range(1))
     task_ops: str = "+"                                                   # characters among + - *
-    task_train: int = field(default=1500, metadata=_range(1))
-    task_val: int = field(default=200, metadata=_range(1))
-    task_test: int = field(default=300, metadata=_range(1))
-    eval_chars: Optional[int] = field(default=50000, metadata=_range(1))  # corpus A test characters for bpc
-    log_every: int = field(default=50, metadata=_range(1))
+    task_train: int = field(default=1500, metadata=in_range(1))
+    task_val: int = field(default=200, metadata=in_range(1))
+    task_test: int = field(default=300, metadata=in_range(1))
+    eval_chars: Optional[int] = field(default=50000, metadata=in_range(1))  # corpus A test characters for bpc
+    log_every: int = field(default=50, metadata=in_range(1))
 
     def __post_init__(self) -> None:
         ops = self.task_ops
@@ -69,22 +69,22 @@ class LMParams:
 
 @dataclass
 class PoolParams(LMParams):
-    lam: float = field(default=1.0, metadata=_range(0.0))                # weight of the replay / KL term
-    mix_ratio: float = field(default=0.25, metadata=_range(0.0, lo_open=True))  # replay sequences per task example
-    gen_length: int = field(default=64, metadata=_range(1))              # loss tokens per replay sequence
-    gen_count: Optional[int] = field(default=None, metadata=_range(1))   # None: steps * k / max_uses
-    max_uses: int = field(default=2, metadata=_range(1))                 # hand-outs per sequence, at most
+    lam: float = field(default=1.0, metadata=in_range(0.0))                # weight of the replay / KL term
+    mix_ratio: float = field(default=0.25, metadata=in_range(0.0, lo_open=True))  # replay sequences per task example
+    gen_length: int = field(default=64, metadata=in_range(1))              # loss tokens per replay sequence
+    gen_count: Optional[int] = field(default=None, metadata=in_range(1))   # None: steps * k / max_uses
+    max_uses: int = field(default=2, metadata=in_range(1))                 # hand-outs per sequence, at most
     on_exhausted: Literal["raise", "regenerate"] = "raise"
 
 
 @dataclass
 class GenParams(PoolParams):
-    temperature: float = field(default=1.0, metadata=_range(0.0, lo_open=True))  # 1 = unbiased (card)
+    temperature: float = field(default=1.0, metadata=in_range(0.0, lo_open=True))  # 1 = unbiased (card)
 
 
 @dataclass
 class ContextualParams(GenParams):
-    prompt_tokens: int = field(default=16, metadata=_range(2))           # BOS + the first tokens of a held-out doc
+    prompt_tokens: int = field(default=16, metadata=in_range(2))           # BOS + the first tokens of a held-out doc
 
 
 @dataclass
@@ -94,13 +94,13 @@ class RealParams(PoolParams):
 
 @dataclass
 class L2Params(LMParams):
-    l2: float = field(default=1.0, metadata=_range(0.0))                 # loss += l2/2 * ||θ - θ*||²
+    l2: float = field(default=1.0, metadata=in_range(0.0))                 # loss += l2/2 * ||θ - θ*||²
 
 
 @dataclass
 class WiseParams(LMParams):
     alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
-    tolerance: float = field(default=0.02, metadata=_range(0.0, 1.0))    # val EM below the best allowed
+    tolerance: float = field(default=0.02, metadata=in_range(0.0, 1.0))    # val EM below the best allowed
 
     def __post_init__(self) -> None:
         super().__post_init__()

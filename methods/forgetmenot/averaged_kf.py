@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.forgetting import ProtocolParams, accuracy, kf_select, protocol_splits
+from bench.protocol import ProtocolParams, accuracy, protocol_splits
+from methods.forgetmenot.selection import kf_select
 from bench.method import Method, MethodResult, RunContext, register_method
 from bench.stages import build_model_for
 from bench.train import average_states, predict, recompute_bn

@@ -24,9 +24,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from bench.config import RunConfig, SpecError
-from bench.executors import EXECUTORS, group_runs
+from bench.executors.base import EXECUTORS, group_runs, threads_per_worker
 from bench.slurm import ACTIVE_STATES, parse_resources, slurm_executor_params, squeue_states
-from bench.spec import run_id
+from bench.ids import run_id
 from bench.store import RESULT, SWEEP, atomic_write_json, read_json, read_jsonl
 
 try:
@@ -272,7 +272,7 @@ class SubmititLocalExecutor(_SubmititExecutor):
 
     def _payloads(self, groups: list[list[RunConfig]], out: Path) -> list[RunsJob]:
         n = min(self.workers, len(groups))
-        threads = max(1, (os.cpu_count() or 1) // n)
+        threads = threads_per_worker(n)
         return [RunsJob([g for i, g in enumerate(groups) if i % n == k], str(out), threads=threads)
                 for k in range(n)]
 

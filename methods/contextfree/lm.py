@@ -21,10 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.config import ModelConfig, SpecError, TrainConfig
+from bench.models import MODEL_FAMILIES, ModelFamily
 from bench.seeding import derive_seed, generator
 
 LM_MODELS = ("tiny_lm",)      # plus "hf:<local directory>"
 HF_PREFIX = "hf:"
+MODEL_FAMILIES.register("language models")(ModelFamily(names=LM_MODELS, prefixes=(HF_PREFIX,)))
 LN2 = math.log(2.0)
 
 

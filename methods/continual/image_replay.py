@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from bench.config import SpecError, _range, to_dict
+from bench.config import SpecError, in_range, to_dict
 from bench.method import Method, MethodResult, RunContext, register_method
 from bench.seeding import derive_seed, generator
 from bench.stages import build_model_for
@@ -37,14 +37,14 @@ class SplitParams:
 
 @dataclass
 class ERParams(SplitParams):
-    mem_size: int = field(default=200, metadata=_range(1))                       # Avalanche ReplayPlugin default
-    replay_batch_size: Optional[int] = field(default=None, metadata=_range(1))   # None: train.batch_size
+    mem_size: int = field(default=200, metadata=in_range(1))                       # Avalanche ReplayPlugin default
+    replay_batch_size: Optional[int] = field(default=None, metadata=in_range(1))   # None: train.batch_size
 
 
 @dataclass
 class LwFParams(SplitParams):
-    alpha: float = field(default=1.0, metadata=_range(0.0))          # Avalanche default 1
-    temperature: float = field(default=2.0, metadata=_range(0.0, lo_open=True))  # Avalanche / Mammoth T 2
+    alpha: float = field(default=1.0, metadata=in_range(0.0))          # Avalanche default 1
+    temperature: float = field(default=2.0, metadata=in_range(0.0, lo_open=True))  # Avalanche / Mammoth T 2
 
 
 def _split(ctx: RunContext, p: SplitParams) -> tuple[list[int], torch.Tensor]:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 
 from bench.config import DataConfig, SpecError
+from bench.data.registry import LOADERS
 from bench.paths import data_root
 from bench.registry import Registry
 from bench.seeding import generator
@@ -97,3 +98,13 @@ def load_text_splits(cfg: DataConfig) -> TextSplits:
             "chars": {"train": sum(map(len, train)), "val": sum(map(len, val)), "test": sum(map(len, test))},
             "seed": cfg.seed}
     return TextSplits(train=train, val=val, test=test, meta=meta)
+
+
+def _register_loaders() -> None:
+    """Every corpus is a dataset name the engine can load (RunContext.data) and validate (spec names)."""
+    for name in TEXT_DATASETS.names():
+        LOADERS.register(name)(lambda cfg, device: load_text_splits(cfg))
+
+
+_register_loaders()
+

@@ -1,44 +1,15 @@
-"""Executors run a list of runs: `inline` (this process) and `local` (a pool of worker processes) here;
-`slurm`, `submitit-local` and `debug` (submitit) in `bench.submit`, registered at the end of this module.
-
-Runs that share a base training stage are grouped and executed one after another by the same worker, so the
-shared stage is computed once and no worker waits on another's lock.
-"""
+"""Executors on this machine: `inline` (this process) and `local` (a pool of spawned worker processes)."""
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from bench.config import RunConfig, to_dict
-from bench.registry import Registry
-from bench.spec import canonical_json
-
-
-class Executor(Protocol):
-    def run(self, runs: list[RunConfig], out: Path, *, progress: bool = True) -> list[dict[str, Any]]: ...
-
-
-EXECUTORS: Registry[type] = Registry("executor")
-
-
-def group_runs(runs: list[RunConfig]) -> list[list[RunConfig]]:
-    """Runs grouped by what their base stage depends on (everything but the method), in spec order."""
-    groups: dict[str, list[RunConfig]] = {}
-    for r in runs:
-        d = to_dict(r)
-        d.pop("method")
-        groups.setdefault(canonical_json(d), []).append(r)
-    return list(groups.values())
-
-
-def run_group(group: list[RunConfig], out: str, progress: bool) -> list[dict[str, Any]]:
-    from bench.runner import execute_run
-    return [execute_run(r, out, progress=progress) for r in group]
+from bench.config import RunConfig
+from bench.executors.base import EXECUTORS, group_runs, run_group, threads_per_worker
 
 
 @EXECUTORS.register("inline")
@@ -75,7 +46,7 @@ class LocalExecutor:
 
     def run(self, runs: list[RunConfig], out: Path, *, progress: bool = True) -> list[dict[str, Any]]:
         groups = group_runs(runs)
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        threads = threads_per_worker(self.workers)
         results: list[dict[str, Any]] = []
         ctx = mp.get_context("spawn")
         with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool, \
@@ -88,5 +59,3 @@ class LocalExecutor:
                 bar.set_postfix(failed=sum(x["status"] == "failed" for x in results))
         return results
 
-
-import bench.submit  # noqa: E402,F401  (registers slurm, submitit-local, debug; imports submitit lazily-safe)

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
-from bench.config import SpecError
-from bench.forgetting import ProtocolParams, accuracy, kf_select, protocol_splits
+from bench.config import in_range
+from bench.protocol import ProtocolParams, accuracy, protocol_splits
+from methods.forgetmenot.selection import kf_select
 from bench.losses import distillation_loss
 from bench.method import Method, MethodResult, RunContext, register_method
 from bench.seeding import derive_seed
@@ -19,21 +20,13 @@ from bench.train import fit, predict
 
 @dataclass
 class DistilledKFParams(ProtocolParams):
-    window: int = 1
+    window: int = field(default=1, metadata=in_range(0))
     iterate: bool = False           # teacher = KF (i); true: KF (inf)   [open in the card]
-    temperature: float = 4.0        # T   [open in the card: default 4]
-    alpha: float = 0.9              # weight of the KD term   [open: default 0.9]
-    epochs: Optional[int] = None    # student epochs; None = the base recipe's
-    n_splits: int = 1               # one teacher (selected on split 0's V), scored on split 0's other half
+    temperature: float = field(default=4.0, metadata=in_range(0.0, lo_open=True))   # T [open in the card: 4]
+    alpha: float = field(default=0.9, metadata=in_range(0.0, 1.0))   # weight of the KD term [open: default 0.9]
+    epochs: Optional[int] = field(default=None, metadata=in_range(1))   # student epochs; None = the base recipe's
+    n_splits: int = field(default=1, metadata=in_range(1))   # one teacher (selected on split 0's V), scored on split 0's other half
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.temperature <= 0:
-            raise SpecError("method.params.temperature", self.temperature, "a number > 0")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise SpecError("method.params.alpha", self.alpha, "a number in [0, 1]")
-        if self.epochs is not None and self.epochs < 1:
-            raise SpecError("method.params.epochs", self.epochs, "null or an integer >= 1")
 
 
 @register_method("distilled_kf")

@@ -1,0 +1,35 @@
+"""Context-free synthetic data mitigates forgetting: the paper's metadata (card, citation, table rows, published cells, figures)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.paper import Paper, register_paper
+
+PAPER = register_paper(
+    Paper(
+        key="contextfree",
+        title="Context-free synthetic data mitigates forgetting (Bansal, Sanghavi; arXiv 2505.13811)",
+        card="contextfree.md",
+        citation="Bansal, Sanghavi. Context-Free Synthetic Data Mitigates Forgetting. arXiv 2505.13811, 2025.",
+        methods=("plain_ft", "cf_replay", "contextual_replay", "real_replay", "kl_cf", "l2", "wise_ft"),
+        metrics=("forgetting_bpc", "task_em"),
+        intro=(
+            "Forgetting = increase of corpus-A bits per character (lower is better) and task exact match "
+            "(%), mean ± sample std over seeds. The paper's numbers are not retrievable: it is compared by "
+            "its qualitative claim 'CF < contextual, replay in forgetting'."
+        ),
+        labels={
+            "plain_ft": "plain fine-tuning",
+            "cf_replay": "context-free replay",
+            "contextual_replay": "contextual replay",
+            "real_replay": "real-data replay",
+            "kl_cf": "KL on context-free",
+            "l2": "L2 to θ*",
+            "wise_ft": "WiSE-FT",
+        },
+        aliases={},
+        reference=Path(__file__).with_name("reference.csv"),
+        figures="methods.contextfree.figures",
+    )
+)
