@@ -20,6 +20,7 @@ import torch
 
 from bench.config import SpecError
 from bench.forgetting import softmax_ensemble
+from bench.protocol import protocol_splits, score_on_splits
 from bench.method import Method, MethodResult, RunContext, register_method
 from bench.stages import base_run, build_model_for
 from bench.train import predict
@@ -82,6 +83,9 @@ class Ensemble(Method):
         member_acc = [float((lg.argmax(-1) == y_test.to(lg.device)).double().mean()) for lg in logits["test"]]
         metrics = {"test_acc": test["acc"], "test_loss": test["loss"], "k": self.params.k,
                    "member_test_acc_mean": sum(member_acc) / len(member_acc), "batched": int(batched)}
+        halves = score_on_splits(probs.cpu(), y_test.cpu(),
+                                 protocol_splits("test_half", ctx.data, 3, ctx.config.dataset.seed))
+        metrics.update(test_acc_splits=halves["test_acc_splits"], protocol_halves="test_half")
         if "val" in splits:
             val = ensemble_scores(softmax_ensemble(logits["val"]), ctx.data.val.y)
             metrics.update(val_acc=val["acc"], val_loss=val["loss"])

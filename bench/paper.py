@@ -4,9 +4,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 from bench.plugins import load_plugins
 from bench.registry import Registry
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a comparison: a registered method, optionally in a narrower setting (dotted run-config paths,
+    e.g. {"dataset.noise.kind": "none"}) when the claim compares settings rather than methods."""
+    method: str
+    where: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A paper's claim as a paired comparison: per seed, d = metric(a) - metric(b) on the same examples.
+
+    direction 'greater': supported when the CI of mean d lies above +margin, contradicted when below -margin;
+    'less' mirrors it; 'equal' (a control: "b explains a away"): supported when the CI lies inside ±margin,
+    contradicted when it lies outside. `applies` restricts the settings (run-config path -> allowed values)."""
+    key: str
+    text: str
+    a: Side
+    b: Side
+    metric: str = "test_acc"
+    direction: Literal["greater", "less", "equal"] = "greater"
+    margin: float = 0.0                         # in the metric's own units (accuracy as a fraction)
+    applies: dict[str, tuple] = field(default_factory=dict)
+    across: tuple[str, ...] = ()                # run-config paths a and b differ in (not paired on), e.g. noise
+    source: str = ""                            # card section / table
+    control: bool = False                       # a control that could explain another claim away
+    regime: str | None = None                   # name of a regime diagnostic of the paper (see Paper.regimes)
 
 
 @dataclass(frozen=True)
@@ -23,6 +53,9 @@ class Paper:
     aliases: dict[str, str] = field(default_factory=dict)   # registered name -> the paper's row (know_naive -> naive)
     reference: Path | None = None              # CSV of published cells (see report.tables.load_reference)
     figures: str | None = None                 # module with `figures(store, out) -> (figures, skipped)`
+    claims: tuple[Claim, ...] = ()             # what the paper says, as comparisons the verdict engine judges
+    regimes: str | None = None                 # module with `regime(name, runs) -> str` (diagnostics per setting)
+    order: int = 100                           # position in the report
 
     def owns(self, method: str) -> bool:
         """Whether the registered `method` fills one of this paper's rows (a row reached through an alias is
@@ -41,7 +74,7 @@ def register_paper(paper: Paper) -> Paper:
 def papers() -> list[Paper]:
     """Every registered paper (the paper packages are imported first), in registration order."""
     load_plugins()
-    return [PAPERS.get(k) for k in PAPERS.registered()]
+    return sorted((PAPERS.get(k) for k in PAPERS.registered()), key=lambda p: (p.order, p.key))
 
 
 def paper_of(method: str) -> str | None:

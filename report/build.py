@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.paper import papers
+from report.verdicts import load_runs, verdict_frame, verdicts
 
 from report import plots
 from report.html import Section, Table, write_html, write_markdown
@@ -31,6 +32,22 @@ def _provenance(long: pd.DataFrame) -> pd.DataFrame:
     cols = {"setting": "setting", "method_label": "method", "data": "data", "specs": "spec", "seeds": "seeds",
             "run_ids": "run ids", "git_sha": "git sha", "device": "device"}
     return p[[c for c in cols if c in p]].rename(columns=cols)
+
+
+def verdict_section(results_dir: Path, tdir: Path) -> Section:
+    """The report's first section: one verdict table per paper (claim, setting, n, effect ± CI, verdict, regime)."""
+    table = verdict_frame(verdicts(load_runs(results_dir)))
+    sec = Section("Verdicts: did each paper's claims reproduce here?", "verdicts",
+                  intro=["Each claim is a paired comparison over seeds on the same test examples: effect = mean of "
+                         "a − b in the claim's metric (accuracy differences in points), 95 % Student-t CI. "
+                         "supported / contradicted: the CI lies on one side of the margin; inconclusive: it spans "
+                         "it (or n = 1); not run: no seed has both sides. Controls (early stopping for KF, weight "
+                         "shrink for KNOW) sit beside the claims they could explain away."])
+    for paper, t in (table.groupby("paper", sort=False) if not table.empty else []):
+        shown = t.drop(columns=["paper"])
+        sec.tables.append(Table(f"{paper}: verdicts", shown,
+                                write_table(shown, tdir, f"verdicts_{paper}", caption=f"{paper}: verdicts")))
+    return sec
 
 
 def build_report(results_dir: Path, out_dir: Path) -> Path:
@@ -54,7 +71,7 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
               f"Git sha of the runs: {', '.join(shas) or 'n/a'}",
               "Units: accuracies in %, Δ = measured − published in accuracy points; ± = sample std over seeds "
               "(ddof=1); n = number of seeds. 'not run' = no finished run in the store."]
-    sections: list[Section] = []
+    sections: list[Section] = [verdict_section(results_dir, tdir)]
     for paper in papers():
         pt = paper_tables(store, paper, ref)
         sec = Section(paper.title, paper.key, intro=[paper.intro], notes=pt.notes, claims=pt.claims)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.paper import Paper, register_paper
+from bench.paper import Claim, Paper, Side, register_paper
 
 PAPER = register_paper(
     Paper(
@@ -31,5 +31,17 @@ PAPER = register_paper(
         aliases={},
         reference=Path(__file__).with_name("reference.csv"),
         figures="methods.contextfree.figures",
+        order=3,
+        claims=(
+            Claim("cf_vs_plain", "context-free replay forgets less than plain fine-tuning", Side("cf_replay"),
+                  Side("plain_ft"), metric="forgetting_bpc", direction="less", source="card (abstract)"),
+            Claim("cf_vs_contextual", "context-free replay forgets less than contextual replay", Side("cf_replay"),
+                  Side("contextual_replay"), metric="forgetting_bpc", direction="less", source="card (abstract)"),
+            Claim("contextual_vs_plain", "contextual replay forgets less than plain fine-tuning",
+                  Side("contextual_replay"), Side("plain_ft"), metric="forgetting_bpc", direction="less",
+                  source="card (abstract)"),
+            Claim("kl_cf_vs_plain", "KL on context-free samples forgets less than plain fine-tuning",
+                  Side("kl_cf"), Side("plain_ft"), metric="forgetting_bpc", direction="less", source="card"),
+        ),
     )
 )
