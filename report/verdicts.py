@@ -194,12 +194,12 @@ def _verdict(paper: Paper, claim: Claim, label: str, a_rows: pd.DataFrame, b_row
     d = np.asarray(diffs)
     lo, hi = confidence_interval(d, method=ci) if d.size else (float("nan"), float("nan"))
     notes = []
-    only = {n: sorted(set(done[n].index) - set(seeds)) for n in ("a", "b")}
-    for n, side in (("a", claim.a), ("b", claim.b)):
+    for n, other, side in (("a", "b", claim.a), ("b", "a", claim.b)):
         if failed[n]:
             notes.append(f"{side.method}: {len(failed[n])} failed (seed {', '.join(map(str, failed[n]))})")
-        if only[("b" if n == "a" else "a")]:
-            notes.append(f"{side.method}: seed {', '.join(map(str, only['b' if n == 'a' else 'a']))} missing")
+        missing = sorted(set(done[other].index) - set(done[n].index) - set(failed[n]))
+        if missing:
+            notes.append(f"{side.method}: seed {', '.join(map(str, missing))} missing")
     if d.size == 1:
         notes.append("n = 1: no CI")
     if examples - {""}:
