@@ -16,8 +16,9 @@ optuna = pytest.importorskip("optuna")
 from bench.cli import main  # noqa: E402
 from bench.config import SpecError  # noqa: E402
 from bench.store import read_json  # noqa: E402
-from bench.tune import (STALE, counted, make_storage, parse_tune, reap_stale,  # noqa: E402
-                        worker_identity)
+from bench.tune.config import STALE, parse_tune  # noqa: E402
+from bench.tune.study import make_storage  # noqa: E402
+from bench.tune.workers import counted, reap_stale, worker_identity  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,15 +90,15 @@ class _Poison:
 
 def test_dead_worker_trials_are_failed_and_replaced_and_test_split_unread(tmp_path: Path, monkeypatch) -> None:
     import bench.data
-    import bench.tune
+    import bench.tune.objective
     real = bench.data.load_splits
-    monkeypatch.setattr(bench.tune, "_SPLITS", {})
+    monkeypatch.setattr(bench.tune.objective, "_SPLITS", {})
 
     def no_test(cfg, **kw):
         s = real(cfg, **kw)
         s.test = _Poison()
         return s
-    monkeypatch.setattr(bench.data, "load_splits", no_test)
+    monkeypatch.setattr(bench.tune.objective, "load_splits", no_test)
     out = tmp_path / "out"
     spec = write(tmp_path, epochs=1, n=2, workers=1)
     cfg = parse_tune({"params": {"train.optimizer.lr": {"type": "float", "low": 0.01, "high": 0.1}}}, "tt", out)

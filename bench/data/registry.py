@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from bench.config import DataConfig, SpecError
-from bench.data import cache as _cache
+import bench.data.cache as _cache
 from bench.paths import data_root
 from bench.registry import Registry
 

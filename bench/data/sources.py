@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from bench.config import DataConfig, SpecError
-from bench.data import cache as _cache
+import bench.data.cache as _cache
 from bench.data.download import download_and_extract, download_root, download_url
 from bench.data.registry import RawData, Source, register, resolve_root
 from bench.paths import data_root
