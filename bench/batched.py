@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import time
 from pathlib import Path
@@ -49,8 +48,22 @@ from tqdm.auto import tqdm
 from bench.config import TrainConfig
 from bench.data.tensors import ImageData
 from bench.seeding import generator
-from bench.stages import DONE, BaseRun, base_key, base_stage_hooks, build_model_for, finish_base_stage, stage_dir
-from bench.store import atomic_write_json, read_jsonl, write_jsonl
+from bench.stages import (
+    DONE,
+    BaseRun,
+    base_key,
+    base_stage_check,
+    base_stage_hooks,
+    build_model_for,
+    cleanup_base_stage,
+    discard_stage,
+    finish_base_stage,
+    load_base_run,
+    stage_dir,
+    stage_problem,
+    stage_ready,
+)
+from bench.store import atomic_write_json, write_jsonl
 from bench.train import EpochEnd, Hook, NonFiniteLoss, evaluate, make_optimizer, make_scheduler
 
 BATCHED_STAGE = "batched-base"
@@ -226,18 +239,14 @@ def batched_key(ctx, seed: int) -> dict:
     return {**base_key(ctx, seed), "batched": True}
 
 
-def _load(sdir: Path) -> BaseRun:
-    timing = json.loads((sdir / "timing.json").read_text())
-    return BaseRun(dir=sdir, history=read_jsonl(sdir / "history.jsonl"), wall_time_s=timing["wall_time_s"])
-
-
 def batched_base_runs(ctx, seeds: Sequence[int]) -> list[BaseRun]:
     """The `batched-base` stages of `seeds` (this run's dataset, model and recipe): those already done are read
     from disk, the missing ones are trained together in ONE `batched_fit` pass (under the stages' file locks,
     taken in seed order). Raises BatchingUnsupported (nothing written) when the model cannot be batched."""
     seeds = list(dict.fromkeys(int(s) for s in seeds))
     dirs = {s: stage_dir(ctx.stages_dir, BATCHED_STAGE, batched_key(ctx, s)) for s in seeds}
-    missing = sorted(s for s in seeds if not (dirs[s] / DONE).is_file())
+    check = base_stage_check(ctx)
+    missing = sorted(s for s in seeds if not stage_ready(dirs[s], check))  # unreadable ones are recomputed
     if missing:
         reason = batching_blocker(build_model_for(ctx, missing[0]))
         if reason:
@@ -246,10 +255,15 @@ def batched_base_runs(ctx, seeds: Sequence[int]) -> list[BaseRun]:
             for s in missing:
                 dirs[s].mkdir(parents=True, exist_ok=True)
                 locks.enter_context(FileLock(str(dirs[s]) + ".lock"))
+            for s in missing:
+                if (dirs[s] / DONE).is_file() and stage_problem(dirs[s], check):
+                    discard_stage(dirs[s])
             still = [s for s in missing if not (dirs[s] / DONE).is_file()]
             if still:
                 _compute(ctx, still, [dirs[s] for s in still])
-    return [_load(dirs[s]) for s in seeds]
+    for s in seeds:
+        cleanup_base_stage(dirs[s], ctx.config.train.epochs)
+    return [load_base_run(dirs[s]) for s in seeds]
 
 
 def _compute(ctx, seeds: list[int], sdirs: list[Path]) -> None:

@@ -72,9 +72,11 @@ class RunContext:
         with open(self.run_dir / METRICS, "a") as f:
             f.write(json.dumps(row, sort_keys=True, default=float) + "\n")
 
-    def stage(self, name: str, key: dict[str, Any], compute: Callable[[Path], None]) -> Path:
-        """A shared stage, computed once per key by whichever run gets there first (see bench.stages)."""
-        return shared_stage(self.stages_dir, name, key, compute)
+    def stage(self, name: str, key: dict[str, Any], compute: Callable[[Path], None],
+              check: Callable[[Path], str | None] | None = None) -> Path:
+        """A shared stage, computed once per key by whichever run gets there first (see bench.stages); `check`
+        says why a finished stage cannot be used (it is then discarded and recomputed)."""
+        return shared_stage(self.stages_dir, name, key, compute, check=check)
 
     def base_run(self, seed: int | None = None) -> BaseRun:
         """The base training run of this (dataset, model, recipe, seed), shared by every method that reads it."""

@@ -17,6 +17,7 @@ RESULT = "result.json"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 SWEEP = "sweep.json"
+RUN_LOCK = "run.lock"  # held by the process executing the run (bench.runner)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -83,6 +84,23 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 
 def run_dir(out: Path, spec: str, rid: str) -> Path:
     return Path(out) / spec / rid
+
+
+def is_running(rdir: Path) -> bool:
+    """True while some process holds the run's lock (executing it right now)."""
+    from filelock import FileLock, Timeout
+    path = Path(rdir) / RUN_LOCK
+    if not path.is_file():
+        return False
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    except OSError:  # a read-only store: nobody can be running there
+        return False
+    lock.release()
+    return False
 
 
 def is_done(rdir: Path) -> bool:
