@@ -145,5 +145,5 @@ def test_overrides_edit_the_spec_before_validation(tmp_path: Path) -> None:
 
 
 def test_repo_sweeps_are_valid() -> None:
-    for path in sorted(Path(__file__).resolve().parents[1].glob("sweeps/*.yaml")):
+    for path in sorted(Path(__file__).resolve().parents[1].glob("sweeps/**/*.yaml")):
         assert load_spec(path).runs, path
