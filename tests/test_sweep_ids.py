@@ -21,4 +21,6 @@ def test_every_repo_sweep_keeps_its_run_ids_and_stage_keys():
     got = sweep_ids()
     # sweeps may move into per-paper folders: compare by spec name
     by_name = lambda d: {v["name"]: v["runs"] for v in d.values()}  # noqa: E731
-    assert by_name(got) == by_name(want)
+    got, want = by_name(got), by_name(want)
+    for name, runs in want.items():   # sweeps added later are new ids, not changed ones
+        assert got.get(name) == runs, name
