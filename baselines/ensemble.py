@@ -21,7 +21,8 @@ import torch
 from bench.config import SpecError
 from bench.forgetting import softmax_ensemble
 from bench.protocol import protocol_splits, score_on_splits
-from bench.method import Method, MethodResult, RunContext, register_method
+from bench.config import RunConfig
+from bench.method import Method, MethodResult, RunContext, Training, base_training, register_method
 from bench.stages import base_run, build_model_for
 from bench.train import predict
 
@@ -53,6 +54,10 @@ class Ensemble(Method):
                 raise SpecError("method.params.k", self.k, "an integer >= 1 (the number of ensemble members)")
             if not isinstance(self.batched, bool):
                 raise SpecError("method.params.batched", self.batched, "true or false")
+
+    def trainings(self, run: RunConfig) -> list[Training]:
+        """Every member's base run: an ensemble of seed s trains seeds s..s+k-1 (shared with those naive runs)."""
+        return [base_training(run, s) for s in member_seeds(run.seed, self.params.k)]
 
     def run(self, ctx: RunContext) -> MethodResult:
         seeds = member_seeds(ctx.config.seed, self.params.k)

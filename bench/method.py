@@ -13,8 +13,9 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from bench.config import RunConfig
+from bench.config import RunConfig, to_dict
 from bench.data import load_data
+from bench.ids import canonical_json
 from bench.plugins import load_plugins
 from bench.registry import Registry
 from bench.stages import BaseRun, base_run, shared_stage
@@ -33,6 +34,22 @@ class MethodResult:
     timings: dict[str, float] = field(default_factory=dict)    # wall times of the method's parts, in seconds
 
 
+@dataclass(frozen=True)
+class Training:
+    """One training a run triggers. Runs that trigger equal trainings share them (a stage computed once), so a
+    sweep's cost is that of its distinct trainings; `--dry-run` and `forgetbench plan` list them."""
+    what: str                          # e.g. "base", "student", "source pretraining + trajectory"
+    dataset: dict[str, Any]            # the DataConfig it trains on (resolved dict)
+    model: dict[str, Any]              # the ModelConfig
+    epochs: float                      # passes over that dataset's train split
+    seed: int
+    recipe: str = ""                   # what else makes it distinct (hash of the recipe; '' = the run's train)
+    flops: float | None = None         # when known directly (e.g. a token-based language-model training)
+
+    def key(self) -> str:
+        return canonical_json([self.what, self.dataset, self.model, self.epochs, self.seed, self.recipe])
+
+
 class Method:
     """Base class: subclasses set `Params` (a dataclass) and implement `run`."""
     Params: ClassVar[type] = NoParams
@@ -40,8 +57,18 @@ class Method:
     def __init__(self, params: Any) -> None:
         self.params = params
 
+    def trainings(self, run: RunConfig) -> list[Training]:
+        """The trainings `run` triggers; default: the shared base run of its (dataset, model, recipe, seed)."""
+        return [base_training(run)]
+
     def run(self, ctx: "RunContext") -> MethodResult:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+def base_training(run: RunConfig, seed: int | None = None, what: str = "base") -> Training:
+    """The shared base training run of `run` (or of another seed of the same setting)."""
+    return Training(what, to_dict(run.dataset), to_dict(run.model), float(run.train.epochs),
+                    run.seed if seed is None else seed, recipe=canonical_json(to_dict(run.train)))
 
 
 METHODS: Registry[type[Method]] = Registry("method")

@@ -56,6 +56,7 @@ class Paper:
     claims: tuple[Claim, ...] = ()             # what the paper says, as comparisons the verdict engine judges
     regimes: str | None = None                 # module with `regime(name, runs) -> str` (diagnostics per setting)
     order: int = 100                           # position in the report
+    plan: str | None = None                    # the sweep (path under sweeps/) of the paper's published grid
 
     def owns(self, method: str) -> bool:
         """Whether the registered `method` fills one of this paper's rows (a row reached through an alias is

@@ -90,6 +90,7 @@ class Source:
     note: str = ""
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    sizes: tuple[int, int, int, int, int] | None = None   # full (train, test, channels, side, classes), if fixed
 
     def locate(self, cfg: DataConfig) -> Optional[Path]:
         """The file or folder to read (downloading it first if `cfg.download`); None for built-in data."""

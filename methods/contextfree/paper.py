@@ -31,6 +31,7 @@ PAPER = register_paper(
         aliases={},
         reference=Path(__file__).with_name("reference.csv"),
         figures="methods.contextfree.figures",
+        plan="contextfree/contextfree.yaml",
         order=3,
         claims=(
             Claim("cf_vs_plain", "context-free replay forgets less than plain fine-tuning", Side("cf_replay"),

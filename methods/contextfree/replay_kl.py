@@ -34,7 +34,9 @@ from bench.config import OptimizerConfig, ScheduleConfig, SpecError, TrainConfig
 from methods.contextfree.lm import (ReplayPool, arithmetic_task, bits_per_char, build_lm, encode_documents, generate,
                       make_tokenizer, masked_nll, max_positions, random_windows, task_batch, task_metrics, token_kl,
                       train_lm)
-from bench.method import Method, MethodResult, RunContext, register_method
+from bench.config import RunConfig
+from bench.ids import canonical_json
+from bench.method import Method, MethodResult, RunContext, Training, register_method
 from bench.seeding import generator
 from bench.store import atomic_torch_save, atomic_write_json
 
@@ -156,6 +158,15 @@ def original_model(ctx: RunContext, p: LMParams, tok, splits) -> tuple[dict[str,
 class LMArm(Method):
     """Shared fine-tuning loop; subclasses add a term to the loss (`extra`) or post-process (`finish`)."""
     Params = LMParams
+
+    def trainings(self, run: RunConfig) -> list[Training]:
+        """The shared original model (pretraining on corpus A) and this arm's fine-tuning: step-based, so their
+        cost is not given in epochs (flops unknown here)."""
+        p = self.params
+        return [Training("original model", to_dict(run.dataset), to_dict(run.model), 0.0,
+                         run.seed if p.pretrain_seed is None else p.pretrain_seed, recipe=canonical_json(to_dict(p))),
+                Training("fine-tuning", to_dict(run.dataset), to_dict(run.model), 0.0, run.seed,
+                         recipe=canonical_json([type(self).__name__, to_dict(p)]))]
 
     def run(self, ctx: RunContext) -> MethodResult:
         p, cfg = self.params, ctx.config

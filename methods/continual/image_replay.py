@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.config import SpecError, in_range, to_dict
-from bench.method import Method, MethodResult, RunContext, register_method
+from bench.config import RunConfig
+from bench.ids import canonical_json
+from bench.method import Method, MethodResult, RunContext, Training, register_method
 from bench.seeding import derive_seed, generator
 from bench.stages import build_model_for
 from bench.store import atomic_torch_save, atomic_write_json
@@ -66,6 +68,14 @@ def _part(data, is_a: torch.Tensor, a: bool):
 class TwoTask(Method):
     """Task A (shared stage), then task B with `loss_fn` from `b_loss`."""
     Params = SplitParams
+
+    def trainings(self, run: RunConfig) -> list[Training]:
+        """Task A (a shared stage, about half the classes) and this arm's own task B."""
+        own = canonical_json([type(self).__name__, to_dict(self.params), to_dict(run.train)])
+        return [Training("task A", to_dict(run.dataset), to_dict(run.model), run.train.epochs / 2, run.seed,
+                         recipe=canonical_json([to_dict(run.train), self.params.first_classes])),
+                Training("task B", to_dict(run.dataset), to_dict(run.model), run.train.epochs / 2, run.seed,
+                         recipe=own)]
 
     def run(self, ctx: RunContext) -> MethodResult:
         cfg, d = ctx.config, ctx.data

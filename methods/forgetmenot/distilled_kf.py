@@ -12,7 +12,9 @@ from bench.config import in_range
 from bench.protocol import ProtocolParams, accuracy, protocol_splits
 from methods.forgetmenot.selection import kf_select
 from bench.losses import distillation_loss
-from bench.method import Method, MethodResult, RunContext, register_method
+from bench.config import RunConfig, to_dict
+from bench.ids import canonical_json
+from bench.method import Method, MethodResult, RunContext, Training, base_training, register_method
 from bench.seeding import derive_seed
 from bench.stages import build_model_for
 from bench.train import fit, predict
@@ -35,6 +37,12 @@ class DistilledKF(Method):
     (1-alpha)*CE on the given (possibly noisy) labels. The teacher's train-set outputs are computed once, from the
     selected checkpoints, on UN-augmented training images (the student sees augmented ones)."""
     Params = DistilledKFParams
+
+    def trainings(self, run: RunConfig) -> list[Training]:
+        """The base run (the teacher's checkpoints) and this run's own student."""
+        epochs = run.train.epochs if self.params.epochs is None else self.params.epochs
+        return [base_training(run), Training("student", to_dict(run.dataset), to_dict(run.model), float(epochs),
+                                             run.seed, recipe=canonical_json(to_dict(self.params)))]
 
     def run(self, ctx: RunContext) -> MethodResult:
         p: DistilledKFParams = self.params

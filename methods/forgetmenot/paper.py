@@ -37,6 +37,7 @@ PAPER = register_paper(
         aliases={},
         reference=Path(__file__).with_name("reference.csv"),
         figures="methods.forgetmenot.figures",
+        plan="forgetmenot/forgetmenot.yaml",
         order=1,
         claims=(
             Claim("kf_inf_vs_naive", "KF (∞) beats the single model under label noise", Side("kf_inf"), Side("naive"),

@@ -7,7 +7,9 @@ from typing import Any
 
 import torch
 from bench.config import DataConfig, SpecError, parse, to_dict
-from bench.method import Method, MethodResult, RunContext, register_method
+from bench.config import RunConfig
+from bench.ids import canonical_json
+from bench.method import Method, MethodResult, RunContext, Training, register_method
 from bench.seeding import derive_seed, generator
 from methods.know.known import KnownNet, known_samples, load_known, train_known
 from methods.know.layout import KINDS
@@ -107,6 +109,15 @@ class KnownTrain(Method):
     Writes `known.pt` ({conv, fc, bias: state_dict}) into the run folder, usable as `know_x*: {weights: <path>}`.
     Kinds without weights in the net keep their initialisation."""
     Params = KnownTrainParams
+
+    def trainings(self, run: RunConfig) -> list[Training]:
+        """One pretraining + trajectory per (source, trial), each with its own draw and seed (run-specific)."""
+        p = self.params
+        steps = (p.trajectory_length - 1) * 0.6   # mean of r^s over the drawn r ~ U(0.3, 0.9): an estimate
+        base = to_dict(run.dataset)
+        return [Training(f"trajectory (source {i}, trial {t})", {**base, **src}, to_dict(run.model),
+                         p.pretrain_epochs + steps, run.seed, recipe=canonical_json([i, t, to_dict(p)]))
+                for i, src in enumerate(p.sources) for t in range(p.trials)]
 
     def run(self, ctx: RunContext) -> MethodResult:
         p: KnownTrainParams = self.params

@@ -30,6 +30,7 @@ PAPER = register_paper(
         aliases={"know_naive": "naive"},
         reference=Path(__file__).with_name("reference.csv"),
         figures="methods.know.figures",
+        plan="know/know_cifar.yaml",
         order=2,
         claims=(
             Claim("know_x8_vs_naive", "KNOW ×8 transfers better than fine-tuning from Θ0", Side("know_x8"),

@@ -20,7 +20,9 @@ from typing import Any, Optional
 import torch
 from bench.config import DataConfig, SpecError, parse, to_dict
 from bench.data import load_data
-from bench.method import Method, MethodResult, RunContext, register_method
+from bench.config import RunConfig
+from bench.ids import canonical_json
+from bench.method import Method, MethodResult, RunContext, Training, register_method
 from bench.train import evaluate, init_model
 from methods.know.downstream import DownstreamRecipe, finetune_downstream, predict_states, transplant
 from methods.know.extrapolate import Extrapolator, KnownExtrapolator
@@ -68,6 +70,11 @@ class TransferParams:
             _check(v >= 0, name, v, "an integer >= 0")
 
 
+def source_of(run: RunConfig, p: TransferParams) -> DataConfig:
+    """The source task: the run's dataset with `method.params.source`'s fields replaced."""
+    return parse(DataConfig, {**to_dict(run.dataset), **p.source}, "method.params.source")
+
+
 class TransferMethod(Method):
     """Card sections 1, 5, 6: shared trajectory stage, Θ0 or a prediction from it, new head, two-phase fine-tune."""
     Params = TransferParams
@@ -80,8 +87,20 @@ class TransferMethod(Method):
         return self.params.trajectory_length
 
     def source_config(self, ctx: RunContext) -> DataConfig:
-        merged = {**to_dict(ctx.config.dataset), **self.params.source}
-        return parse(DataConfig, merged, "method.params.source")
+        return source_of(ctx.config, self.params)
+
+    def trainings(self, run: RunConfig) -> list[Training]:
+        """The shared trajectory stage (source pretraining, then S-1 steps on nested subsets r^s |D|) and this
+        run's two-phase fine-tuning on the target."""
+        p = self.params
+        steps = sum(p.epochs_per_step * p.rate ** s for s in range(1, p.trajectory_length))
+        traj = {k: getattr(p, k) for k in ("pretrain_epochs", "rate", "trajectory_length", "epochs_per_step",
+                                           "step_optimizer", "step_lr")}
+        return [Training("source pretraining + trajectory", to_dict(source_of(run, p)), to_dict(run.model),
+                         p.pretrain_epochs + steps, run.seed, recipe=canonical_json([to_dict(run.train), traj])),
+                Training("target fine-tuning", to_dict(run.dataset), to_dict(run.model),
+                         float(p.phase1_epochs + p.phase2_epochs), run.seed,
+                         recipe=canonical_json([type(self).__name__, to_dict(p)]))]
 
     def run(self, ctx: RunContext) -> MethodResult:
         p = self.params
