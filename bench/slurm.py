@@ -10,7 +10,9 @@ resources (all optional):
   signal_delay_s: 90          # SIGUSR2 this long before the time limit: checkpoint + requeue
   max_timeouts: 3             # requeues after a time limit (preemptions do not count)
   sbatch: {qos: high}         # extra sbatch options, verbatim (key without the leading --; true = a bare flag)
-  setup: ["module load cuda"] # shell lines run in the job before the python command
+  setup: ["module load cuda"] # SHELL lines run in the job before the python command (they run as you: only
+                              # run specs whose setup you have read)
+partition and sbatch values become #SBATCH lines: newlines, control characters and '#' are rejected.
 """
 from __future__ import annotations
 
@@ -94,6 +96,15 @@ def parse_mem_gb(value: Any, path: str = "resources.mem") -> float:
     raise SpecError(path, value, allowed)
 
 
+_DIRECTIVE_NOTE = " on one line, without '#' or control characters (it becomes an #SBATCH line)"
+
+
+def _unsafe_directive(value: str) -> bool:
+    """True when `value` could end its #SBATCH line and start another directive or a shell line (a newline or
+    other control character) or comment out the rest ('#')."""
+    return "#" in value or any(ord(c) < 32 or ord(c) == 127 for c in value)
+
+
 def parse_resources(raw: Any) -> Resources:
     """Validate the spec's `resources:` mapping; errors name the field, the value and what is allowed."""
     if raw is None:
@@ -106,8 +117,8 @@ def parse_resources(raw: Any) -> Resources:
                             f"one of {', '.join(RESOURCE_KEYS)}{suggest(str(key), list(RESOURCE_KEYS))} (unknown key)")
     res = Resources()
     part = raw.get("partition")
-    if part is not None and (not isinstance(part, str) or not part):
-        raise SpecError("resources.partition", part, "a non-empty partition name")
+    if part is not None and (not isinstance(part, str) or not part.strip() or _unsafe_directive(part)):
+        raise SpecError("resources.partition", part, "a non-empty partition name" + _DIRECTIVE_NOTE)
     res.partition = part
     if "time" in raw:
         res.time_min = parse_time_min(raw["time"])
@@ -126,6 +137,10 @@ def parse_resources(raw: Any) -> Resources:
             raise SpecError(f"resources.sbatch.{k}", k, "an sbatch long option name without the leading --, e.g. qos")
         if not isinstance(v, (str, int, float, bool)) or v is False:
             raise SpecError(f"resources.sbatch.{k}", v, "a string, a number, or true for a bare flag")
+        if isinstance(v, str) and _unsafe_directive(v):
+            raise SpecError(f"resources.sbatch.{k}", v, "a value" + _DIRECTIVE_NOTE)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise SpecError(f"resources.sbatch.{k}", v, "a finite number")
     res.sbatch = dict(sb)
     setup = raw.get("setup", []) or []
     if isinstance(setup, str):

@@ -52,7 +52,7 @@ def main() -> None:
                 rec.consolidate(args.epochs)
             elapsed = time.perf_counter() - t0
             if rec is not None:
-                probs = torch.load(Path(tmp) / "preds" / "val.pt").float()
+                probs = torch.load(Path(tmp) / "preds" / "val.pt", weights_only=True).float()
                 t1 = time.perf_counter()
                 kf_select(probs, data.val.y, window=1, iterate=True)
                 train.kf_select_s.append(time.perf_counter() - t1)

@@ -78,7 +78,7 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path):
 
     def keep(end: EpochEnd) -> None:
         if end.epoch == 2:
-            saved["state"] = torch.load(ckpt, weights_only=False)
+            saved["state"] = torch.load(ckpt, weights_only=True)
 
     h_full = fit(full, separable(), r, seed=5, device="cpu", hooks=[CheckpointHook(ckpt, every=2), keep],
                  progress=False)

@@ -311,11 +311,67 @@ class Mnist(Source):
 
 
 # ----------------------------------------------------------------------------------------- cifar pickles
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    """The only globals a CIFAR batch (or any pickled dict of numpy arrays, lists, str/bytes/ints) needs."""
+    try:
+        from numpy._core import multiarray, numeric  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
+    allowed: dict[tuple[str, str], object] = {}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "_reconstruct")] = multiarray._reconstruct
+        allowed[(mod, "scalar")] = multiarray.scalar
+    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
+        if hasattr(numeric, "_frombuffer"):
+            allowed[(mod, "_frombuffer")] = numeric._frombuffer
+    allowed[("numpy", "ndarray")] = np.ndarray
+    allowed[("numpy", "dtype")] = np.dtype
+    for t in (list, dict, tuple, str, bytes, bytearray, int, float, bool, complex):
+        allowed[("builtins", t.__name__)] = t
+    allowed[("_codecs", "encode")] = _latin1  # how Python 3 pickles bytes with protocol 2
+    return allowed
+
+
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    if encoding.lower().replace("-", "") != "latin1" or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """An unpickler that builds numpy arrays, lists, dicts, str/bytes and numbers and nothing else: any other
+    global (a function or class a planted file names, e.g. os.system) raises UnpicklingError instead of being
+    imported and called. `source` names the file in the error."""
+
+    def __init__(self, file, *, source: str, **kwargs) -> None:
+        super().__init__(file, **kwargs)
+        self.source = source
+        self.allowed = _numpy_globals()
+
+    def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
+        try:
+            return self.allowed[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"{self.source}: refusing to load {module}.{name} (a CIFAR batch holds only numpy arrays, lists, "
+                f"str/bytes and numbers)") from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError(f"{self.source}: persistent ids are not allowed")
+
+
+def safe_unpickle(blob: bytes, source: str) -> object:
+    """`pickle.loads(blob, encoding="bytes")` through SafeUnpickler."""
+    return SafeUnpickler(io.BytesIO(blob), source=source, encoding="bytes").load()
+
+
 def _unpickle(blob: bytes, name: str) -> dict[str, object]:
     try:
-        d = pickle.loads(blob, encoding="bytes")
+        d = safe_unpickle(blob, name)
     except Exception as e:
         raise ValueError(f"{name}: not a CIFAR python pickle ({e})") from e
+    if not isinstance(d, dict):
+        raise ValueError(f"{name}: not a CIFAR python pickle (holds a {type(d).__name__}, not a dict)")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
 
 

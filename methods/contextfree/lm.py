@@ -132,11 +132,61 @@ class TinyLM(nn.Module):
         return LMOutput(self.head(self.ln_f(x)), new if use_cache else None)
 
 
+# kwargs of an `hf:<dir>` model: these and nothing else reach `from_pretrained` (no code from the spec)
+HF_DTYPES = ("auto", "float32", "float16", "bfloat16")
+HF_KWARGS: dict[str, str] = {
+    "tokenizer": "'auto' (the directory's tokenizer) or 'byte'",
+    "dtype": f"one of {', '.join(HF_DTYPES)}",
+    "torch_dtype": f"one of {', '.join(HF_DTYPES)} (the older name of dtype)",
+    "attn_implementation": "'eager' or 'sdpa'",
+    "trust_remote_code": "false, or true together with `forgetbench run --trust-remote-code` (runs the Python "
+                         "files of the model directory)",
+}
+
+
+def check_hf_kwargs(kwargs: dict[str, Any], path: str = "model.kwargs") -> None:
+    """Validate an `hf:` model's kwargs (SpecError naming the field): only HF_KWARGS, with allowed values;
+    `trust_remote_code: true` only when the user passed --trust-remote-code (bench.security)."""
+    from bench.security import TRUST_REMOTE_CODE_FLAG, remote_code_allowed
+    for k, v in kwargs.items():
+        if k not in HF_KWARGS:
+            raise SpecError(f"{path}.{k}", k, f"one of {', '.join(HF_KWARGS)} (unknown key for an {HF_PREFIX} model)")
+        ok = {"tokenizer": v in ("auto", "byte"),
+              "dtype": v in HF_DTYPES, "torch_dtype": v in HF_DTYPES,
+              "attn_implementation": v in ("eager", "sdpa"),
+              "trust_remote_code": isinstance(v, bool)}[k]
+        if not ok:
+            raise SpecError(f"{path}.{k}", v, HF_KWARGS[k])
+        if k == "trust_remote_code" and v and not remote_code_allowed():
+            raise SpecError(f"{path}.{k}", v, f"false: remote code runs only with `forgetbench run "
+                                              f"{TRUST_REMOTE_CODE_FLAG}` (it executes the Python files of the "
+                                              f"model directory)")
+    if "dtype" in kwargs and "torch_dtype" in kwargs:
+        raise SpecError(f"{path}.torch_dtype", kwargs["torch_dtype"], "absent when dtype is given")
+
+
+def hf_load_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The validated `from_pretrained` keywords of an `hf:` model (tokenizer excluded), always with an explicit
+    local_files_only=True and trust_remote_code (False unless allowed)."""
+    check_hf_kwargs(kwargs)
+    out: dict[str, Any] = {"local_files_only": True, "trust_remote_code": bool(kwargs.get("trust_remote_code"))}
+    dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+    if dtype is not None:
+        out["dtype"] = dtype if dtype == "auto" else getattr(torch, dtype)
+    if "attn_implementation" in kwargs:
+        out["attn_implementation"] = kwargs["attn_implementation"]
+    return out
+
+
 def make_tokenizer(cfg: ModelConfig):
     """ByteTokenizer for tiny_lm; for hf:<dir>, kwargs.tokenizer 'auto' (the directory's) or 'byte'."""
+    if cfg.name.startswith(HF_PREFIX):
+        check_hf_kwargs(cfg.kwargs)
     if cfg.name.startswith(HF_PREFIX) and cfg.kwargs.get("tokenizer", "auto") == "auto":
         from transformers import AutoTokenizer
-        return HFTokenizer(AutoTokenizer.from_pretrained(cfg.name[len(HF_PREFIX):], local_files_only=True))
+        return HFTokenizer(AutoTokenizer.from_pretrained(
+            cfg.name[len(HF_PREFIX):], local_files_only=True,
+            trust_remote_code=bool(cfg.kwargs.get("trust_remote_code"))))
     return ByteTokenizer()
 
 
@@ -148,8 +198,7 @@ def build_lm(cfg: ModelConfig, tokenizer, *, seed: int) -> nn.Module:
         path = Path(cfg.name[len(HF_PREFIX):])
         if not path.is_dir():
             raise SpecError("model.name", cfg.name, "hf:<an existing local directory>")
-        extra = {k: v for k, v in cfg.kwargs.items() if k != "tokenizer"}
-        return AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, **extra)
+        return AutoModelForCausalLM.from_pretrained(str(path), **hf_load_kwargs(cfg.kwargs))
     if cfg.name != "tiny_lm":
         raise SpecError("model.name", cfg.name, f"one of {', '.join(LM_MODELS)} or {HF_PREFIX}<local directory>")
     allowed = ("n_layer", "d_model", "n_head", "max_len", "dropout", "vocab_size")

@@ -1,7 +1,9 @@
 """The fused CPU kernel for KNOWN's residual (kernel.cpp beside this file): compiled on first use with the system C++
 compiler for this CPU (`-march=native`), cached as a shared library under ~/.cache/forgetbench/kernels
 ($FORGETBENCH_KERNEL_CACHE) keyed by the source, the flags, the compiler and the CPU, and called through ctypes
-from one thread per core.
+from one thread per core. The cached library is loaded only when it (and its folder) belong to this user, are not
+group/world writable, and its sha256 matches the hash recorded at build (`<name>.so.sha256`); otherwise it is
+rebuilt with a KernelCacheWarning (see bench.security).
 
 `load()` returns None (and `why_unavailable()` says why) where no compiler works or FORGETBENCH_KNOWN_KERNEL=0;
 callers then use the PyTorch path of `KnownNet.residual`, which computes the same function."""
@@ -14,6 +16,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
@@ -21,6 +24,7 @@ from typing import Optional
 import torch
 
 from bench.paths import kernel_cache_root
+from bench.security import hash_sidecar, record_hash, unsafe_folder_reason, untrusted_reason
 
 SOURCE = Path(__file__).with_name("kernel.cpp")
 FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-shared", "-fPIC"]
@@ -67,26 +71,63 @@ def load() -> Optional[ctypes.CDLL]:
         _why = "no C++ compiler found (set CXX)"
         return None
     try:
-        path = library_path(cxx)
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-            os.close(fd)
-            proc = subprocess.run([cxx, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                os.unlink(tmp)
-                _why = f"{cxx} failed: {proc.stderr.strip()[-500:]}"
-                return None
-            os.replace(tmp, path)            # atomic: concurrent builders never load a half-written file
-        lib = ctypes.CDLL(str(path))
+        lib = _build_and_load(cxx)
     except OSError as err:
         _why = f"cannot build or load the kernel: {err}"
+        return None
+    if isinstance(lib, str):
+        _why = lib
         return None
     lib.known_residual.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                                    ctypes.c_void_p, ctypes.c_int]
     lib.known_residual.restype = None
     _lib = lib
     return lib
+
+
+class KernelCacheWarning(UserWarning):
+    """The cached kernel could not be trusted (owner, mode or hash): it is rebuilt."""
+
+
+def _build_and_load(cxx: str) -> ctypes.CDLL | str:
+    """Build (if needed) and load the library; a string says why it cannot be built.
+
+    The cached .so is loaded only when it and its folder are this user's and not group/world writable and its
+    sha256 equals the hash recorded at build (`<name>.so.sha256`); otherwise it is rebuilt, with a warning. A
+    folder that others could write to is not used at all: the kernel is then built into a private temp folder.
+    Build, check and load happen under a file lock, so concurrent processes never load each other's half-step.
+    """
+    from filelock import FileLock
+
+    path = library_path(cxx)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    problem = unsafe_folder_reason(path.parent)
+    if problem:
+        warnings.warn(f"KNOWN kernel cache not used ({problem}): building into a private temp folder",
+                      KernelCacheWarning, stacklevel=3)
+        path = Path(tempfile.mkdtemp(prefix="forgetbench-kernel-")) / path.name
+    with FileLock(str(path) + ".lock"):
+        if os.path.lexists(path):
+            problem = untrusted_reason(path)
+            if problem:
+                warnings.warn(f"KNOWN kernel cache {path} is not trusted ({problem}): rebuilding",
+                              KernelCacheWarning, stacklevel=3)
+                path.unlink()
+                hash_sidecar(path).unlink(missing_ok=True)
+        if not path.is_file():
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+            os.close(fd)
+            proc = subprocess.run([cxx, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                os.unlink(tmp)
+                return f"{cxx} failed: {proc.stderr.strip()[-500:]}"
+            os.chmod(tmp, 0o700)
+            os.replace(tmp, path)            # atomic: concurrent builders never load a half-written file
+            record_hash(path)
+        problem = untrusted_reason(path)
+        if problem:
+            return f"the freshly built kernel {path} is not trusted: {problem}"
+        return ctypes.CDLL(str(path))
 
 
 def available() -> bool:
