@@ -56,6 +56,19 @@ def main(argv: list[str] | None = None) -> int:
                                                          "submitted")
     t.add_argument("--no-progress", action="store_true")
 
+    c = sub.add_parser("check", help="run (or reuse) a sweep and compare each (setting, method, metric) with a "
+                                     "targets file; exit 0 all pass, 1 any fail, 2 bad input")
+    c.add_argument("spec", type=Path)
+    c.add_argument("--targets", type=Path, required=True, help="targets file (YAML or JSON)")
+    c.add_argument("--out", type=Path, default=Path("results"))
+    c.add_argument("--executor", default="inline")
+    c.add_argument("--workers", type=int, default=2)
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--junit", type=Path, default=None, help="write JUnit XML (one testcase per row)")
+    c.add_argument("--markdown", type=Path, default=None, help="write a Markdown summary")
+    c.add_argument("--update-targets", action="store_true", help="write the targets file from this run")
+    c.add_argument("--no-progress", action="store_true")
+
     args = parser.parse_args(argv)
     from bench.security import set_remote_code
     set_remote_code(getattr(args, "trust_remote_code", False))  # only `run --trust-remote-code` allows remote code
@@ -165,6 +178,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "status": cmd_status, "results": cmd_results, "report": cmd_report,
             "tune": cmd_tune}
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bench.check import run_check
+    return run_check(args)
+
+
+COMMANDS["check"] = cmd_check
 
 
 if __name__ == "__main__":

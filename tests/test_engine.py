@@ -12,27 +12,19 @@ from pathlib import Path
 
 import pytest
 
+import yaml
+from conftest import tiny_spec_dict
+
 from bench.cli import main
 from bench.results import load_results, summarize
 from bench.store import atomic_write_json, read_json
 
-SPEC = """
-name: tiny
-seeds: [0, 1]
-datasets: [{{name: digits, val_fraction: 0.1}}]
-models: [{{name: small_cnn, width: 8}}]
-methods: [naive]
-train:
-  epochs: {epochs}
-  batch_size: 64
-  optimizer: {{name: sgd, lr: {lr}, momentum: 0.9}}
-  augment: {{crop_padding: 1}}
-"""
-
-
-def write_spec(tmp_path: Path, epochs: int = 2, lr: float = 0.05, name: str = "spec.yaml", **fmt) -> Path:
+def write_spec(tmp_path: Path, epochs: int = 2, lr: float = 0.05, name: str = "spec.yaml", **over) -> Path:
+    """The tiny spec with two seeds and a 1-pixel crop (see conftest.tiny_spec_dict)."""
     p = tmp_path / name
-    p.write_text(SPEC.format(epochs=epochs, lr=lr))
+    over = {"seeds": [0, 1], **over}
+    p.write_text(yaml.safe_dump(tiny_spec_dict(train__epochs=epochs, train__optimizer__lr=lr,
+                                               train__augment={"crop_padding": 1}, **over)))
     return p
 
 
@@ -121,9 +113,7 @@ def test_base_stage_is_shared_by_methods_and_computed_once(tmp_path: Path, monke
     calls = []
     real_fit = bench.stages.fit
     monkeypatch.setattr(bench.stages, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
-    spec = tmp_path / "s.yaml"
-    spec.write_text(SPEC.format(epochs=2, lr=0.05).replace("methods: [naive]", "methods: [naive, probe_base]")
-                    .replace("seeds: [0, 1]", "seeds: [0]"))
+    spec = write_spec(tmp_path, name="s.yaml", methods=["naive", "probe_base"], seeds=[0])
     assert main(["run", str(spec), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     assert len(calls) == 1
     assert len(list((tmp_path / "out" / "_stages").glob("base-*/done"))) == 1

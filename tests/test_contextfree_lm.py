@@ -172,7 +172,7 @@ def test_tiny_lm_kwargs_are_checked():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
-def test_method_params_errors_name_the_field():
+def test_method_params_errors_name_the_field(tmp_path):
     from bench.method import METHODS, load_methods
     from bench.spec import build_spec
     load_methods()
@@ -189,9 +189,12 @@ def test_method_params_errors_name_the_field():
         build_spec({"name": "x", "datasets": ["pydoc"], "models": ["tiny_lm"],
                     "methods": [{"name": "kl_cf", "max_uses": 0}]})
     assert e.value.path.endswith("params.max_uses")
-    spec = build_spec({"name": "x", "datasets": ["pydoc"], "models": ["tiny_lm", "hf:/some/dir"],
+    spec = build_spec({"name": "x", "datasets": ["pydoc"], "models": ["tiny_lm", f"hf:{tmp_path}"],
                        "methods": ["plain_ft"]})
     assert len(spec.runs) == 2
+    with pytest.raises(SpecError) as e:  # an hf: folder must exist when the spec is validated
+        build_spec({"name": "x", "datasets": ["pydoc"], "models": ["hf:/some/dir"], "methods": ["plain_ft"]})
+    assert e.value.path == "models[0].name"
 
 
 def test_pydoc_splits_are_disjoint_and_seeded():
