@@ -1,27 +1,19 @@
 """ExpFit transfer baseline for KNOW (card section 5; the harness's reading of an [open] baseline)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from bench.config import SpecError
-from methods.know.extrapolate import ExpFit
+from bench.config import in_range, satisfies
 from bench.method import register_method
+from methods.know.extrapolate import ExpFit
 from methods.know.transfer import TransferMethod, TransferParams
 
 
 @dataclass
 class ExpFitParams(TransferParams):
-    steps: int = 1         # evaluate the fit at s = S, ..., S + steps - 1 and keep the last (×2, ×4, ×8 at r = 0.5)
-    q_max: float = 2.0     # largest accepted ratio e^c of the fit; beyond it the scalar falls back to a line
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.steps < 1:
-            raise SpecError("method.params.steps", self.steps, "an integer >= 1")
-        if self.trajectory_length < 3:
-            raise SpecError("method.params.trajectory_length", self.trajectory_length, "an integer >= 3 for ExpFit")
-        if not self.q_max > 0:
-            raise SpecError("method.params.q_max", self.q_max, "a number > 0")
+    trajectory_length: int = field(default=5, metadata=satisfies(lambda v: v >= 3, "an integer >= 3 for ExpFit"))
+    steps: int = field(default=1, metadata=in_range(1))   # the fit at s = S .. S + steps - 1, last kept (×2/×4/×8)
+    q_max: float = field(default=2.0, metadata=in_range(0.0, lo_open=True))  # largest e^c accepted, else a line
 
 
 @register_method("expfit")

@@ -1,26 +1,18 @@
 """TaskVector transfer baseline for KNOW (card section 5): Θ̂ = Θ0 + λ(Θ0 − Θ1), iterated for more steps."""
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from bench.config import SpecError
-from methods.know.extrapolate import TaskVector
+from bench.config import in_range
 from bench.method import register_method
+from methods.know.extrapolate import TaskVector
 from methods.know.transfer import TransferMethod, TransferParams
 
 
 @dataclass
 class TaskVectorParams(TransferParams):
-    lam: float = 1.0       # λ ([open] in the card; 1 = linear continuation)
-    steps: int = 1         # 1 = one step beyond Θ0 (×2 at r = 0.5); 2, 3 iterate on the own output (×4, ×8)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not (math.isfinite(self.lam) and self.lam > 0):
-            raise SpecError("method.params.lam", self.lam, "a number > 0")
-        if self.steps < 1:
-            raise SpecError("method.params.steps", self.steps, "an integer >= 1")
+    lam: float = field(default=1.0, metadata=in_range(0.0, lo_open=True))  # λ ([open] in the card; 1 = linear)
+    steps: int = field(default=1, metadata=in_range(1))   # 1 = one step beyond Θ0 (×2 at r = 0.5); 2, 3: ×4, ×8
 
 
 @register_method("taskvector")

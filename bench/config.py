@@ -5,20 +5,49 @@ Every error is a SpecError naming the field path, the bad value and what is allo
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 from bench.registry import suggest
 
 
+MAX_PATH_CHARS = 200     # a field path in a message (a hostile key can be megabytes long)
+MAX_VALUE_CHARS = 200    # the bad value's repr in a message
+MAX_ALLOWED_CHARS = 2000
+SEED_LIMIT = 2**63 - 1   # seeds in [0, SEED_LIMIT): torch.manual_seed and the derived 63-bit streams take them
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 30] + f"... [{len(text) - limit + 30} more chars]"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple, _REPR.maxset = 4, 8, 8, 8, 8
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = MAX_VALUE_CHARS, MAX_VALUE_CHARS, 60
+
+
+def short_repr(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
+    """repr(value) cut to `limit` characters, computed with bounded work (reprlib: nested and aliased values
+    such as a YAML billion-laughs structure are never expanded)."""
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # a value whose repr fails
+        text = f"<{type(value).__name__}>"
+    return _cut(text, limit)
+
+
 class SpecError(ValueError):
-    """A malformed spec: `path` is the dotted field path, `value` the bad value, `allowed` what would do."""
+    """A malformed spec: `path` is the dotted field path, `value` the bad value, `allowed` what would do.
+    The message is bounded: path, value repr and allowed text are cut to a few hundred characters each."""
 
     def __init__(self, path: str, value: Any, allowed: str) -> None:
         self.path, self.value, self.allowed = path, value, allowed
-        super().__init__(f"{path or '<spec>'}: got {value!r}; allowed: {allowed}")
+        super().__init__(f"{_cut(str(path or '<spec>'), MAX_PATH_CHARS)}: got {short_repr(value)}; allowed: "
+                         f"{_cut(str(allowed), MAX_ALLOWED_CHARS)}")
 
 
 def in_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False):
@@ -34,6 +63,17 @@ def in_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool 
             return False
         return True
     return {"check": check, "allowed": text}
+
+
+def satisfies(check: Callable[[Any], bool], allowed: str) -> dict[str, Any]:
+    """Field metadata for any other rule: `check(value)` must hold; `allowed` says what would."""
+    return {"check": check, "allowed": allowed}
+
+
+def overrides_of(cls: type) -> dict[str, Any]:
+    """Field metadata of a mapping that overrides fields of dataclass `cls` (e.g. KNOW's source task): parsed as
+    `cls` at spec time, so a typo or a bad value is named under this field's path; the mapping itself is kept."""
+    return {"overrides_of": cls}
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -56,7 +96,7 @@ class DataConfig:
     val_fraction: float = field(default=0.1, metadata=in_range(0.0, 1.0, hi_open=True))  # held out from train
     test_split: Optional[float] = field(default=None, metadata=in_range(0.0, 1.0, hi_open=True))  # datasets with one split
     noise: NoiseConfig = field(default_factory=NoiseConfig)
-    seed: int = 0                           # data seed: subset, val split and noise (fixed across run seeds)
+    seed: int = field(default=0, metadata=in_range(0, SEED_LIMIT, hi_open=True))  # data seed: subset, val split and noise (fixed across run seeds)
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -97,7 +137,7 @@ class AugmentConfig:
 @dataclass
 class TrainConfig:
     """The training recipe shared by every method of a run."""
-    epochs: int = field(default=10, metadata=in_range(0))
+    epochs: int = field(default=10, metadata=in_range(1))
     batch_size: int = field(default=128, metadata=in_range(1))
     eval_batch_size: int = field(default=1024, metadata=in_range(1))
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -115,7 +155,7 @@ class TrainConfig:
 @dataclass
 class MethodConfig:
     """A registered method name and its parameters (validated by the method's own Params dataclass)."""
-    name: str = "naive"
+    name: str                               # required: the engine knows no method by name
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -153,6 +193,8 @@ def parse(cls: type, data: Any, path: str = "") -> Any:
         check = f.metadata.get("check")
         if check is not None and value is not None and not check(value):
             raise SpecError(sub, data[name], f.metadata["allowed"])
+        if f.metadata.get("overrides_of") is not None:
+            parse(f.metadata["overrides_of"], value, sub)
         kwargs[name] = value
     return cls(**kwargs)
 
@@ -224,12 +266,22 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, str):  # PyYAML reads `1e-3` (no dot) as a string: accept numeric strings
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+            else:
+                if not math.isfinite(number):
+                    raise SpecError(path, value, "a finite number (not nan or inf)")
+                return number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpecError(path, value, "a number")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range
+            raise SpecError(path, value, "a finite number") from None
+        if not math.isfinite(number):
+            raise SpecError(path, value, "a finite number (not nan or inf)")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise SpecError(path, value, "a string")

@@ -89,7 +89,7 @@ def test_cpu_sweeps_parse() -> None:
     from bench.paths import PROJECT_ROOT
     from bench.spec import load_spec
     for name in ("know_cpu", "know_cifar"):
-        spec = load_spec(Path(PROJECT_ROOT) / "sweeps" / f"{name}.yaml")
+        spec = load_spec(Path(PROJECT_ROOT) / "sweeps" / "know" / f"{name}.yaml")
         methods = {r.method.name for r in spec.runs}
         assert {"know_naive", "taskvector", "expfit", "know_x2", "know_x4", "know_x8"} <= methods
         load_methods()

@@ -12,62 +12,43 @@ TaskVector and ExpFit live in baselines/ and share `TransferMethod`.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Literal, Optional
 
 import torch
-from bench.config import DataConfig, SpecError, parse, to_dict
+
+from bench.config import DataConfig, RunConfig, in_range, overrides_of, parse, satisfies, to_dict
 from bench.data import load_data
-from bench.config import RunConfig
 from bench.ids import canonical_json
 from bench.method import Method, MethodResult, RunContext, Training, register_method
 from bench.train import evaluate, init_model
 from methods.know.downstream import DownstreamRecipe, finetune_downstream, predict_states, transplant
 from methods.know.extrapolate import Extrapolator, KnownExtrapolator
-from methods.know.known import KNOWN_BACKENDS, load_known
+from methods.know.known import load_known
 from methods.know.layout import KINDS
 from methods.know.trajectory import trajectory_recipes, trajectory_stage
 
 
-def _check(cond: bool, name: str, value: Any, allowed: str) -> None:
-    if not cond:
-        raise SpecError(f"method.params.{name}", value, allowed)
+POSITIVE = in_range(0.0, lo_open=True)
 
 
 @dataclass
 class TransferParams:
     """Shared by every KNOW-family method; the first block keys the shared trajectory stage."""
-    source: dict[str, Any] = field(default_factory=dict)   # DataConfig overrides of the run's dataset
-    pretrain_epochs: int = 10          # Θ0: source pretraining length ([open] in the card)
-    rate: float = 0.5                  # r: |D_{s+1}| = r |D_s| (card section 1)
-    trajectory_length: int = 5         # S snapshots Θ0..Θ_{S-1}
-    epochs_per_step: int = 1           # fine-tuning epochs on each nested subset (official script: 1)
-    step_optimizer: str = "adam"       # optimizer of the forgetting steps (official script: Adam)
-    step_lr: float = 1e-3              # its lr (official script: 1e-3)
+    source: dict[str, Any] = field(default_factory=dict, metadata=overrides_of(DataConfig))  # the source task
+    pretrain_epochs: int = field(default=10, metadata=in_range(1))   # Θ0: source pretraining ([open] in the card)
+    rate: float = field(default=0.5, metadata=in_range(0.0, 1.0, lo_open=True, hi_open=True))  # r (card §1)
+    trajectory_length: int = field(default=5, metadata=in_range(2))  # S snapshots Θ0..Θ_{S-1}
+    epochs_per_step: int = field(default=1, metadata=in_range(1))    # epochs on each nested subset (official: 1)
+    step_optimizer: Literal["sgd", "adam", "adamw"] = "adam"         # of the forgetting steps (official: Adam)
+    step_lr: float = field(default=1e-3, metadata=POSITIVE)          # its lr (official script: 1e-3)
     # downstream (card section 6)
-    phase1_epochs: int = 10
-    phase2_epochs: int = 100
-    lr1: float = 1e-3
-    lr2: float = 4e-4
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.source, dict):
-            raise SpecError("method.params.source", self.source, "a mapping of dataset fields (overrides)")
-        parse(DataConfig, self.source, "method.params.source")   # typos and bad values name the field
-        _check(self.pretrain_epochs >= 1, "pretrain_epochs", self.pretrain_epochs, "an integer >= 1")
-        _check(0 < self.rate < 1, "rate", self.rate, "a number in (0, 1)")
-        _check(self.trajectory_length >= 2, "trajectory_length", self.trajectory_length, "an integer >= 2")
-        _check(self.epochs_per_step >= 1, "epochs_per_step", self.epochs_per_step, "an integer >= 1")
-        _check(self.step_optimizer in ("sgd", "adam", "adamw"), "step_optimizer", self.step_optimizer,
-               "'sgd', 'adam' or 'adamw'")
-        for name in ("step_lr", "lr1", "lr2"):
-            v = getattr(self, name)
-            _check(v > 0 and math.isfinite(v), name, v, "a number > 0")
-        for name in ("phase1_epochs", "phase2_epochs"):
-            v = getattr(self, name)
-            _check(v >= 0, name, v, "an integer >= 0")
+    phase1_epochs: int = field(default=10, metadata=in_range(0))
+    phase2_epochs: int = field(default=100, metadata=in_range(0))
+    lr1: float = field(default=1e-3, metadata=POSITIVE)
+    lr2: float = field(default=4e-4, metadata=POSITIVE)
 
 
 def source_of(run: RunConfig, p: TransferParams) -> DataConfig:
@@ -156,18 +137,12 @@ class KnowNaive(TransferMethod):
 
 @dataclass
 class KnownParams(TransferParams):
-    weights: str = "official"          # official | path to a .pt from methods/known_train.py | folder of .h5
-    backend: str = "auto"              # auto | kernel (fused C++ CPU kernel) | torch: same function, see KnownNet
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(self.backend in KNOWN_BACKENDS, "backend", self.backend, " or ".join(map(repr, KNOWN_BACKENDS)))
-        _check(self.trajectory_length >= 5, "trajectory_length", self.trajectory_length,
-               "an integer >= 5 (KNOWN reads a window of 5 snapshots)")
-        if self.weights != "official":
-            from pathlib import Path
-            _check(Path(self.weights).exists(), "weights", self.weights,
-                   "'official' or an existing .pt checkpoint / folder of KNOWN_{Conv,FC,Bias}.h5")
+    trajectory_length: int = field(default=5, metadata=satisfies(lambda v: v >= 5, "an integer >= 5 (KNOWN reads "
+                                                                                    "a window of 5 snapshots)"))
+    weights: str = field(default="official", metadata=satisfies(
+        lambda v: v == "official" or Path(v).exists(),
+        "'official' or an existing .pt checkpoint / folder of KNOWN_{Conv,FC,Bias}.h5"))   # from known_train
+    backend: Literal["auto", "kernel", "torch"] = "auto"   # kernel (fused C++ CPU kernel) | torch: same function
 
 
 class KnowPrediction(TransferMethod):
@@ -211,11 +186,7 @@ class _Shrink(Extrapolator):
 
 @dataclass
 class ShrinkParams(TransferParams):
-    factor: float = 0.6    # every predicted entry (conv/linear kernels, biases) times this; BN untouched
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(0 < self.factor and math.isfinite(self.factor), "factor", self.factor, "a number > 0")
+    factor: float = field(default=0.6, metadata=POSITIVE)   # every predicted entry (kernels, biases) times this
 
 
 @register_method("know_shrink")
