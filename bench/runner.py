@@ -22,7 +22,7 @@ from bench.config import RunConfig, parse, to_dict
 from bench.device import resolve_device
 from bench.ids import run_id
 from bench.method import METHODS, RunContext, load_methods
-from bench.provenance import device_info, git_sha, library_versions
+from bench.provenance import device_info, git_sha, git_state, library_versions
 from bench.seeding import seed_everything
 from bench.store import (
     CONFIG,
@@ -31,6 +31,8 @@ from bench.store import (
     RUN_LOCK,
     atomic_torch_save,
     atomic_write_json,
+    clear_running,
+    mark_running,
     read_json,
     run_dir,
 )
@@ -109,11 +111,12 @@ def _execute_locked(run: RunConfig, out: Path, rid: str, rdir: Path, progress: b
     (rdir / RESULT).unlink(missing_ok=True)  # a failed or unreadable attempt: retry
     atomic_write_json(rdir / CONFIG, {"run_id": rid, **to_dict(run)})
     (rdir / METRICS).unlink(missing_ok=True)  # this attempt logs every epoch again
+    mark_running(rdir)  # `forgetbench status`: running while this process lives, else interrupted
 
     start, started_at = time.perf_counter(), datetime.now(timezone.utc).isoformat()
     device = resolve_device(run.device)
     result: dict[str, Any] = {"run_id": rid, "spec": run.spec, "config": to_dict(run), "git_sha": git_sha(),
-                              "versions": library_versions(), "device": device_info(device),
+                              **git_state(), "versions": library_versions(), "device": device_info(device),
                               "started_at": started_at, "pid": os.getpid()}
     try:
         load_methods()
@@ -135,6 +138,7 @@ def _execute_locked(run: RunConfig, out: Path, rid: str, rdir: Path, progress: b
                       traceback=traceback.format_exc(limit=20))
     result.update(wall_time_s=time.perf_counter() - start, finished_at=datetime.now(timezone.utc).isoformat())
     atomic_write_json(rdir / RESULT, result)
+    clear_running(rdir)
     return {"run_id": rid, "status": result["status"], "reason": result.get("reason"),
             "wall_time_s": result["wall_time_s"]}
 

@@ -7,6 +7,7 @@ own table layout), tables/<paper>_provenance.{md,csv}, tables/generic_<spec>.*, 
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,12 +15,21 @@ from pathlib import Path
 import pandas as pd
 
 from bench.paper import papers
+from bench.store import METRICS
 from report.verdicts import load_runs, verdict_frame, verdicts
 
 from report import plots
 from report.html import Section, Table, write_html, write_markdown
-from report.tables import (csv_frame, display_frame, generic_table, load_reference, load_store,
-                           paper_tables, to_markdown, write_table)
+from report.tables import (code_version_note, csv_frame, display_frame, generic_table, load_reference,
+                           load_store, paper_tables, to_markdown, write_table)
+
+MAX_FAILED = 50  # failed runs named one by one in the report (the rest counted)
+
+
+def _capped(lines: list[str], what: str, total: int | None = None, limit: int = 25) -> list[str]:
+    total = len(lines) if total is None else total
+    return lines[:limit] + ([f"… and {total - limit} more {what}"] if total > limit else [])
+
 
 def _slug(s: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", s.lower()).strip("_")[:50]
@@ -30,13 +40,14 @@ def _provenance(long: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     p = long[long["run_ids"].astype(str) != ""].drop_duplicates(["setting", "variant"])
     cols = {"setting": "setting", "method_label": "method", "data": "data", "specs": "spec", "seeds": "seeds",
-            "run_ids": "run ids", "git_sha": "git sha", "device": "device"}
+            "run_ids": "run ids", "git_sha": "git sha", "code_version": "code version", "device": "device"}
     return p[[c for c in cols if c in p]].rename(columns=cols)
 
 
-def verdict_section(results_dir: Path, tdir: Path) -> Section:
-    """The report's first section: one verdict table per paper (claim, setting, n, effect ± CI, verdict, regime)."""
-    table = verdict_frame(verdicts(load_runs(results_dir)))
+def verdict_section(results_dir: Path, tdir: Path, runs: pd.DataFrame | None = None) -> Section:
+    """The report's first section: one verdict table per paper (claim, setting, n, effect ± CI, verdict, regime).
+    `runs`: the store's runs when already loaded (`load_runs` rows), else read from `results_dir`."""
+    table = verdict_frame(verdicts(load_runs(results_dir) if runs is None else runs))
     sec = Section("Verdicts: did each paper's claims reproduce here?", "verdicts",
                   intro=["Each claim is a paired comparison over seeds on the same test examples: effect = mean of "
                          "a − b in the claim's metric (accuracy differences in points), 95 % Student-t CI. "
@@ -71,7 +82,13 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
               f"Git sha of the runs: {', '.join(shas) or 'n/a'}",
               "Units: accuracies in %, Δ = measured − published in accuracy points; ± = sample std over seeds "
               "(ddof=1); n = number of seeds. 'not run' = no finished run in the store."]
-    sections: list[Section] = [verdict_section(results_dir, tdir)]
+    # the verdicts read the same rows, with the registered method names (the store's `method` is the paper's row)
+    vruns = None
+    if not runs.empty:  # text columns as one object block: the engine's per-setting row selection is ~2x faster
+        vruns = runs.assign(method=runs["method_name"])
+        vruns = vruns.astype({c: object for c in vruns.columns if isinstance(vruns[c].dtype, pd.StringDtype)})
+    sections: list[Section] = [verdict_section(results_dir, tdir, vruns)]
+    header.append(f"Code versions of the finished runs: {code_version_note(store.done) or 'n/a'}")
     for paper in papers():
         pt = paper_tables(store, paper, ref)
         sec = Section(paper.title, paper.key, intro=[paper.intro], notes=pt.notes, claims=pt.claims)
@@ -81,7 +98,11 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
         for i, (name, grid) in enumerate(pt.layouts.items(), 1):
             stem = f"{paper.key}_layout_{i}"
             sec.tables.append(Table(f"Paper layout: {name}", grid, write_table(grid, tdir, stem, caption=name)))
-        sec.tables.append(Table("All rows: measured vs published, with sources", disp, files))
+        pruns = store.done[store.done["paper"] == paper.key] if not store.done.empty else store.done
+        vnote = code_version_note(pruns)
+        for t in sec.tables:
+            t.note = vnote
+        sec.tables.append(Table("All rows: measured vs published, with sources", disp, files, note=vnote))
         prov = _provenance(pt.long)
         if not prov.empty:
             (tdir / f"{paper.key}_provenance.md").write_text(to_markdown(prov) + "\n")
@@ -105,15 +126,23 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
         files = write_table(shown, tdir, stem, csv_frame=g, caption=f"{spec}: all methods")
         sweep = store.sweeps.get(spec, {})
         desc = (sweep.get("spec") or {}).get("description", "")
-        gsec.tables.append(Table(f"{spec}{': ' + desc if desc else ''}", shown, files))
-        notes = sorted({f"{spec}: {n} ({r['dataset']}): {int(r['n_train'])} train, {int(r['n_val'])} val, "
-                        f"{int(r['n_test'])} test; devices {r['device_str']}; git {r['git_sha']}"
-                        for n, (_, r) in zip(d["data_note"], d.iterrows()) if pd.notna(r.get("n_train"))})
-        gsec.notes += notes
+        gsec.tables.append(Table(f"{spec}{': ' + desc if desc else ''}", shown, files, note=code_version_note(d)))
+        cols = ["data_note", "dataset", "n_train", "n_val", "n_test", "device_str", "git_sha"]
+        u = d[[c for c in cols if c in d]].drop_duplicates()
+        u = u[u["n_train"].notna()] if "n_train" in u else u.iloc[0:0]
+        notes = sorted({f"{spec}: {r['data_note']} ({r['dataset']}): {int(r['n_train'])} train, {int(r['n_val'])} "
+                        f"val, {int(r['n_test'])} test; devices {r['device_str']}; git {r['git_sha']}"
+                        for r in u.to_dict("records")})
+        gsec.notes += _capped(notes, f"{spec}: data/device/git combinations")
+        no_log = sum(not os.path.isfile(os.path.join(str(rd), METRICS)) for rd in d["run_dir"])
+        if no_log:
+            gsec.notes.append(f"{spec}: {no_log} of {len(d)} finished runs have no per-epoch log ({METRICS}): "
+                              "their final numbers are in the tables, they are not in the per-epoch curves")
     gsec.figures, gsec.skipped = plots.generic_figures(store, fdir)
     if not failed.empty:
-        gsec.notes += [f"FAILED {r['spec']}/{r['run_id']} ({r['method']}, seed {r['seed']}): {r.get('reason')}"
-                       for _, r in failed.iterrows()]
+        gsec.notes += _capped([f"FAILED {r['spec']}/{r['run_id']} ({r['method']}, seed {r['seed']}): "
+                               f"{r.get('reason')}" for r in failed.head(MAX_FAILED + 1).to_dict("records")],
+                              "failed runs (see `forgetbench status`)", total=len(failed), limit=MAX_FAILED)
     sections.append(gsec)
     write_markdown(sections, header, out_dir)
     path = write_html(sections, header, out_dir)

@@ -18,6 +18,7 @@ class Table:
     title: str
     frame: pd.DataFrame
     files: dict[str, Path] = field(default_factory=dict)     # md / tex / csv
+    note: str = ""                                             # one line under the title (e.g. code versions)
 
 
 @dataclass
@@ -35,6 +36,14 @@ class Section:
 
 def _rel(path: Path, root: Path) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
+
+
+def _markdown(t: Table) -> str:
+    """The table's Markdown: the .md file already written for it when there is one (rendered once)."""
+    md = t.files.get("md")
+    if md is not None and Path(md).is_file():
+        return Path(md).read_text().rstrip("\n")
+    return to_markdown(t.frame)
 
 
 def write_markdown(sections: list[Section], header: list[str], out_dir: Path) -> Path:
@@ -56,7 +65,8 @@ def write_markdown(sections: list[Section], header: list[str], out_dir: Path) ->
             lines.append("")
         for t in s.tables:
             links = " · ".join(f"[{k.upper()}]({_rel(p, out_dir)})" for k, p in t.files.items())
-            lines += [f"### {t.title}", "", links, "", to_markdown(t.frame) if not t.frame.empty else "(empty)", ""]
+            lines += [f"### {t.title}", "", links, ""] + ([f"*{t.note}*", ""] if t.note else [])
+            lines += [_markdown(t) if not t.frame.empty else "(empty)", ""]
         if s.provenance is not None and not s.provenance.frame.empty:
             links = " · ".join(f"[{k.upper()}]({_rel(p, out_dir)})" for k, p in s.provenance.files.items())
             lines += [f"### {s.provenance.title}", "", links, "", to_markdown(s.provenance.frame), ""]
@@ -75,7 +85,7 @@ tr:nth-child(even) td{background:#fafafa}td.nr{color:#999;font-style:italic}td.d
 figure{margin:1em 0;border:1px solid #ddd;padding:.6em;background:#fff}
 figure img{max-width:100%;max-height:620px;width:auto;height:auto}
 figcaption{font-size:13px;color:#444}.links a{margin-right:.8em;font-size:13px}.skip{color:#a05a00}
-.header{font-size:14px;color:#333}
+.header{font-size:14px;color:#333}p.note{font-size:13px;color:#555}p.warn{font-size:13px;color:#b00;font-weight:bold}
 """
 
 
@@ -118,7 +128,11 @@ def write_html(sections: list[Section], header: list[str], out_dir: Path) -> Pat
                                           for k in s.skipped) + "</ul>")
         for t in s.tables:
             links = "".join(f'<a href="{e(_rel(p, out_dir))}">{k.upper()}</a>' for k, p in t.files.items())
-            parts += [f"<h3>{e(t.title)}</h3>", f'<div class="links">{links}</div>', _table_html(t.frame)]
+            parts += [f"<h3>{e(t.title)}</h3>", f'<div class="links">{links}</div>']
+            if t.note:
+                cls = "warn" if t.note.startswith("WARNING") else "note"
+                parts.append(f'<p class="{cls}">{e(t.note)}</p>')
+            parts.append(_table_html(t.frame))
         if s.provenance is not None and not s.provenance.frame.empty:
             links = "".join(f'<a href="{e(_rel(p, out_dir))}">{k.upper()}</a>'
                             for k, p in s.provenance.files.items())

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from bench.paper import PAPERS, Paper, paper_of, papers
-from bench.results import load_results
-from bench.store import METRICS, RESULT, read_json, read_jsonl
+from bench.results import read_results, results_frame
+from bench.store import METRICS, SWEEP, read_json, read_jsonl
 
 NOT_RUN = "not run"
 DIFFERENT = "different setting"
@@ -78,23 +78,42 @@ class Store:
     runs: pd.DataFrame                      # one row per run (done and failed), config.* + metrics + provenance
     sweeps: dict[str, dict] = field(default_factory=dict)
     _curves: pd.DataFrame | None = None
+    _curve_rows: dict[str, list[dict]] = field(default_factory=dict)   # run_id -> metrics.jsonl rows ([] = none)
+    _done: pd.DataFrame | None = None
 
     @property
     def done(self) -> pd.DataFrame:
-        return self.runs[self.runs["status"] == "done"] if not self.runs.empty else self.runs
+        if self._done is None:
+            self._done = self.runs[self.runs["status"] == "done"] if not self.runs.empty else self.runs
+        return self._done
 
-    def curves(self) -> pd.DataFrame:
-        """metrics.jsonl of every done run, long: spec, run_id, epoch, metric columns."""
-        if self._curves is None:
-            frames = []
-            for _, r in self.done.iterrows():
-                rows = read_jsonl(Path(r["run_dir"]) / METRICS)
-                if rows:
-                    f = pd.DataFrame(rows)
-                    f["run_id"], f["spec"] = r["run_id"], r["spec"]
-                    frames.append(f)
-            self._curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        return self._curves
+    def curves(self, run_ids: Any = None) -> pd.DataFrame:
+        """metrics.jsonl of the done runs `run_ids` (default: every done run), long: spec, run_id, epoch, metric
+        columns. Each file is read once, and only when a figure asks for it; runs without one contribute no
+        rows (see `without_curves`)."""
+        done = self.done
+        if done.empty:
+            return pd.DataFrame()
+        if run_ids is None:
+            if self._curves is None:
+                self._curves = self._curve_frame(done)
+            return self._curves
+        wanted = set(map(str, run_ids))
+        return self._curve_frame(done[done["run_id"].astype(str).isin(wanted)])
+
+    def _curve_frame(self, runs: pd.DataFrame) -> pd.DataFrame:
+        rows: list[dict] = []
+        for rid, spec, rdir in zip(runs["run_id"].astype(str), runs["spec"], runs["run_dir"]):
+            got = self._curve_rows.get(rid)
+            if got is None:
+                got = self._curve_rows[rid] = read_jsonl(Path(rdir) / METRICS) if isinstance(rdir, str) else []
+            rows += [{**r, "run_id": rid, "spec": spec} for r in got if isinstance(r, dict)]
+        return pd.DataFrame(rows)
+
+    def without_curves(self, run_ids: Any) -> list[str]:
+        """Those of `run_ids` (done runs) that have no per-epoch log (metrics.jsonl missing or empty)."""
+        self.curves(run_ids)
+        return [str(r) for r in run_ids if not self._curve_rows.get(str(r))]
 
 
 def _key(v: Any) -> str:
@@ -105,38 +124,55 @@ def _key(v: Any) -> str:
     return str(v)
 
 
+def _keys(col: pd.Series) -> pd.Series:
+    """`_key` of every value of a column, computed once per distinct value."""
+    uniq = {}
+    out = []
+    for v in col.tolist():
+        try:
+            k = uniq[v]
+        except KeyError:
+            k = uniq[v] = _key(v)
+        except TypeError:  # unhashable
+            k = _key(v)
+        out.append(k)
+    return pd.Series(out, index=col.index, dtype=object)
+
+
 def load_store(root: str | Path) -> Store:
-    """The runs of a results dir (or one spec folder) with provenance, paper, setting and method-variant keys."""
+    """The runs of a results dir (or one spec folder) with provenance, paper, setting and method-variant keys.
+    Each result.json is read once."""
     root = Path(root)
-    df = load_results(root)
+    results = read_results(root)
+    df = results_frame(res for _, res in results)
     sweeps = {}
-    for p in sorted(root.glob("**/sweep.json")):
+    for p in sorted(root.glob("**/" + SWEEP)):
         s = read_json(p)
-        if s:
+        if isinstance(s, dict):
             sweeps[s.get("name", p.parent.name)] = s
     if df.empty:
         return Store(root, df, sweeps)
-    extra = {}
-    for path in sorted(root.glob("**/" + RESULT)):
-        res = read_json(path) or {}
-        data, dev = res.get("data") or {}, res.get("device") or {}
+    extra = []
+    for path, res in results:
+        data = res.get("data") if isinstance(res.get("data"), dict) else {}
+        dev = res.get("device") if isinstance(res.get("device"), dict) else {}
         device = str(dev.get("device", "?"))
         if dev.get("gpu"):
             device += f" ({dev['gpu']})"
         if dev.get("host"):
             device += f" @ {dev['host']}"
-        extra[(res.get("spec"), res.get("run_id"))] = {
-            "run_dir": str(path.parent), "data_note": data.get("note") or "", "n_train": data.get("n_train"),
-            "n_val": data.get("n_val"), "n_test": data.get("n_test"), "device_str": device}
-    ext = pd.DataFrame([{"spec": k[0], "run_id": k[1], **v} for k, v in extra.items()])
-    df = df.merge(ext, on=["spec", "run_id"], how="left")
+        extra.append({"run_dir": str(path.parent), "data_note": data.get("note") or "", "n_train": data.get("n_train"),
+                      "n_val": data.get("n_val"), "n_test": data.get("n_test"), "device_str": device})
+    ext = pd.DataFrame(extra, index=df.index)
+    df = pd.concat([df, ext[[c for c in ext.columns if c not in df.columns]]], axis=1)
     owner = {m: paper_of(m) for m in set(df["method"])}
     aliases = _aliases()
     df["paper"] = df["method"].map(owner)
     df["method_name"] = df["method"]                       # as registered; `method` is the paper's row name
     df["method"] = df["method"].map(lambda m: aliases.get(m, m))
     setting_cols = setting_columns(df)
-    df["setting_key"] = ["|".join(_key(v) for v in row) for row in df[setting_cols].itertuples(index=False)]
+    keys = [_keys(df[c]) for c in setting_cols]
+    df["setting_key"] = ["|".join(t) for t in zip(*keys)] if keys else ""
     df["variant"] = _variants(df)
     return Store(root, df, sweeps)
 
@@ -151,13 +187,33 @@ def setting_columns(df: pd.DataFrame) -> list[str]:
 def _variants(df: pd.DataFrame) -> list[str]:
     """`method` plus the method params that vary among that method's runs (e.g. `taskvector (scale=2)`)."""
     param_cols = [c for c in df.columns if c.startswith("config.method.params.")]
-    varying = {m: [c for c in param_cols if g[c].map(_key).nunique() > 1] for m, g in df.groupby("method")}
-    out = []
-    for _, r in df.iterrows():
-        parts = [f"{c.removeprefix('config.method.params.')}={_key(r[c])}" for c in varying.get(r["method"], [])
-                 if _key(r[c]) != ""]
-        out.append(r["method"] + (f" ({', '.join(parts)})" if parts else ""))
-    return out
+    out = pd.Series(df["method"].astype(str).tolist(), index=df.index, dtype=object)
+    for m, g in df.groupby("method", sort=False):
+        keys = {c: _keys(g[c]) for c in param_cols}
+        vary = [c for c in param_cols if keys[c].nunique() > 1]
+        if not vary:
+            continue
+        labels = []
+        for vals in zip(*(keys[c] for c in vary)):
+            parts = [f"{c.removeprefix('config.method.params.')}={v}" for c, v in zip(vary, vals) if v != ""]
+            labels.append(str(m) + (f" ({', '.join(parts)})" if parts else ""))
+        out[g.index] = labels
+    return out.tolist()
+
+
+def code_version_note(runs: pd.DataFrame) -> str:
+    """One line on the code the finished `runs` come from (git sha, dirty tree with the hash of its diff); a
+    WARNING line when they come from several versions (numbers of different code mixed in one table)."""
+    if runs.empty:
+        return ""
+    col = runs["code_version"] if "code_version" in runs else runs["git_sha"]
+    counts = col.fillna("unknown").astype(str).value_counts(sort=True)
+    if len(counts) == 1:
+        return f"Code version: {counts.index[0]} (all {len(runs)} finished runs)."
+    shown = "; ".join(f"{v}: {n} runs" for v, n in list(counts.items())[:6])
+    more = f"; … and {len(counts) - 6} more" if len(counts) > 6 else ""
+    return (f"WARNING: these {len(runs)} finished runs come from {len(counts)} code versions ({shown}{more}): "
+            "numbers of different code are mixed; rerun them under one version to compare.")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -171,7 +227,7 @@ def dataset_label(row: pd.Series) -> str:
 
 def noise_label(row: pd.Series) -> str:
     kind = _key(row.get("config.dataset.noise.kind")) or "none"
-    rate = pd.to_numeric(row.get("config.dataset.noise.rate"), errors="coerce")
+    rate = _num(row.get("config.dataset.noise.rate"))
     if kind == "none" or not rate:
         return "clean"
     return f"{NOISE_SHORT.get(kind, kind)} {rate * 100:g}% noise"
@@ -183,8 +239,8 @@ def sizes_label(row: pd.Series) -> str:
 
 
 def _subset(row: pd.Series) -> str | None:
-    tpc = pd.to_numeric(row.get("config.dataset.train_per_class"), errors="coerce")
-    if pd.notna(tpc) and tpc != 1.0:
+    tpc = _num(row.get("config.dataset.train_per_class"))
+    if not math.isnan(tpc) and tpc != 1.0:
         return f"subset ({sizes_label(row)})"
     return None
 
@@ -210,28 +266,48 @@ def varying_columns(df: pd.DataFrame, cols: list[str]) -> list[str]:
 # Aggregation over seeds
 # ----------------------------------------------------------------------------------------------------------------
 
+def _joined(g: pd.core.groupby.SeriesGroupBy, unique: bool = False) -> pd.Series:
+    return g.agg(lambda s: ",".join(dict.fromkeys(s) if unique else s))
+
+
 def aggregate(done: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per (setting_key, variant): mean, std (sample, ddof=1), n of `metric` (raw units) with provenance."""
+    """Per (setting_key, variant): mean, std (sample, ddof=1), n of `metric` (raw units) with provenance.
+    Groups in order of first appearance; inside a group, runs by seed."""
+    cols = ["setting_key", "variant", "method", "mean", "std", "n", "seeds", "specs", "run_ids", "git_sha",
+            "code_version", "device", "data", "protocol", "first"]
     if done.empty or metric not in done:
-        return pd.DataFrame(columns=["setting_key", "variant", "mean", "std", "n"])
-    d = done[pd.to_numeric(done[metric], errors="coerce").notna()].copy()
-    d[metric] = pd.to_numeric(d[metric])
-    rows = []
-    for (skey, variant), g in d.groupby(["setting_key", "variant"], sort=False):
-        g = g.sort_values("seed")
-        rows.append({"setting_key": skey, "variant": variant, "method": g["method"].iloc[0],
-                     "mean": g[metric].mean(), "std": g[metric].std(ddof=1) if len(g) > 1 else float("nan"),
-                     "n": len(g), "seeds": ",".join(_key(s) for s in g["seed"]),
-                     "specs": ",".join(dict.fromkeys(g["spec"].astype(str))),
-                     "run_ids": ",".join(g["run_id"].astype(str)),
-                     "git_sha": ",".join(dict.fromkeys(g["git_sha"].astype(str))),
-                     "device": ",".join(dict.fromkeys(g["device_str"].astype(str))),
-                     "data": "; ".join(dict.fromkeys(f"{n} ({sizes_label(r)})" for n, (_, r) in
-                                                     zip(g["data_note"], g.iterrows()))),
-                     "protocol": ",".join(dict.fromkeys(str(v) for v in g.get("protocol", pd.Series(dtype=str))
-                                                        if pd.notna(v) and str(v))),
-                     "first": g.iloc[0]})
-    return pd.DataFrame(rows)
+        return pd.DataFrame(columns=cols)
+    vals = pd.to_numeric(done[metric], errors="coerce")
+    d = done[vals.notna()]
+    if d.empty:
+        return pd.DataFrame(columns=cols)
+    d = d.assign(**{metric: vals[vals.notna()]})
+    gid = d.groupby(["setting_key", "variant"], sort=False).ngroup()
+    d = d.assign(_gid=gid.to_numpy(), _seedkey=pd.to_numeric(d["seed"], errors="coerce"))
+    d = d.sort_values(["_gid", "_seedkey"], kind="mergesort")
+    notes = d["data_note"].astype(str) if "data_note" in d else pd.Series("", index=d.index)
+    sizes = [sizes_label(r) for r in d[[c for c in ("n_train", "n_val", "n_test") if c in d]].to_dict("records")]
+    code = d["code_version"] if "code_version" in d else d["git_sha"]
+    d = d.assign(_seed=_keys(d["seed"]), _spec=d["spec"].astype(str), _rid=d["run_id"].astype(str),
+                 _sha=d["git_sha"].astype(str), _code=code.astype(str), _dev=d["device_str"].astype(str),
+                 _data=[f"{n} ({z})" for n, z in zip(notes, sizes)],
+                 _proto=[str(v) if pd.notna(v) and str(v) else "" for v in d["protocol"]] if "protocol" in d
+                 else "")
+    g = d.groupby("_gid", sort=True)
+    first = g.head(1)
+    out = pd.DataFrame({
+        "setting_key": first["setting_key"].to_numpy(), "variant": first["variant"].to_numpy(),
+        "method": first["method"].to_numpy(),
+        "mean": g[metric].mean().to_numpy(), "std": g[metric].std(ddof=1).to_numpy(),
+        "n": g.size().to_numpy(),
+        "seeds": _joined(g["_seed"]).to_numpy(), "specs": _joined(g["_spec"], True).to_numpy(),
+        "run_ids": _joined(g["_rid"]).to_numpy(), "git_sha": _joined(g["_sha"], True).to_numpy(),
+        "code_version": _joined(g["_code"], True).to_numpy(), "device": _joined(g["_dev"], True).to_numpy(),
+        "data": g["_data"].agg(lambda s: "; ".join(dict.fromkeys(s))).to_numpy(),
+        "protocol": g["_proto"].agg(lambda s: ",".join(dict.fromkeys(v for v in s if v))).to_numpy()})
+    first = first.drop(columns=[c for c in first.columns if c.startswith("_")])
+    out["first"] = [r for _, r in first.iterrows()]
+    return out
 
 
 def fmt_num(x: float, digits: int = 2, sign: bool = False) -> str:
@@ -279,16 +355,26 @@ def source_str(ref: pd.Series) -> str:
 def _cond_ok(run: pd.Series, key: str, want: str) -> bool:
     col = "config." + key
     have = run.get(col)
-    missing = have is None or (isinstance(have, float) and math.isnan(have)) or col not in run.index
+    missing = have is None or (isinstance(have, float) and math.isnan(have)) or col not in run
     for alt in want.split("|"):
         if alt == "missing":
             if missing:
                 return True
         elif not missing:
-            a, b = pd.to_numeric(pd.Series([alt, have]), errors="coerce")
-            if (pd.notna(a) and pd.notna(b) and abs(a - b) < 1e-9) or str(have) == alt:
+            a, b = _num(alt), _num(have)
+            if (not math.isnan(a) and not math.isnan(b) and abs(a - b) < 1e-9) or str(have) == alt:
                 return True
     return False
+
+
+def _num(v: Any) -> float:
+    """float(v), NaN when it is not a number (pd.to_numeric(errors='coerce') for one value, faster)."""
+    if isinstance(v, bool):
+        return float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def match_reference(ref: pd.Series, run: pd.Series) -> list[str]:
@@ -300,7 +386,7 @@ def match_reference(ref: pd.Series, run: pd.Series) -> list[str]:
         why.append(f"model {run.get('model')} vs {ref['model'].split('|')[0]}")
     if ref["noise_kind"]:
         kind = _key(run.get("config.dataset.noise.kind")) or "none"
-        rate = float(pd.to_numeric(run.get("config.dataset.noise.rate"), errors="coerce") or 0.0)
+        rate = _num(run.get("config.dataset.noise.rate"))
         want_rate = float(ref["noise_rate"] or 0.0)
         same = kind == ref["noise_kind"] == "none" or (kind == ref["noise_kind"] and abs(rate - want_rate) < 1e-9)
         if not same:
@@ -316,16 +402,20 @@ def match_reference(ref: pd.Series, run: pd.Series) -> list[str]:
     return why
 
 
-def _nearest(refs: pd.DataFrame, run: pd.Series) -> pd.Series | None:
-    if refs.empty:
+def _nearest(refs: pd.DataFrame | list[dict], run: Any) -> Any:
+    recs = refs.to_dict("records") if isinstance(refs, pd.DataFrame) else list(refs)
+    if not recs:
         return None
-    scores = [len(match_reference(r, run)) for _, r in refs.iterrows()]
-    return refs.iloc[int(np.argmin(scores))]
+    scores = [len(match_reference(r, run)) for r in recs]
+    return recs[int(np.argmin(scores))]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The per-paper tables
 # ----------------------------------------------------------------------------------------------------------------
+
+PROV_KEYS = ("seeds", "specs", "run_ids", "git_sha", "code_version", "device")
+
 
 @dataclass
 class PaperTables:
@@ -359,22 +449,26 @@ def paper_tables(store: Store, paper: Paper, ref: pd.DataFrame) -> PaperTables:
     settings = list(dict.fromkeys(done["setting_key"])) if not done.empty else []
     methods_of = dict(zip(done["variant"], done["method"])) if not done.empty else {}
     present = list(dict.fromkeys(done["variant"])) if not done.empty else []
+    rep_of: dict[str, dict] = {}
+    probe_of: dict[tuple[str, str], dict] = {}
+    for r in (done.to_dict("records") if not done.empty else []):
+        rep_of.setdefault(r["setting_key"], r)
+        probe_of.setdefault((r["setting_key"], r["variant"]), r)
+    hits = {m: {(h["setting_key"], h["variant"]): h for h in aggs[m].to_dict("records")} for m in paper.metrics}
+    refs_of = {m: g.to_dict("records") for m, g in refs.groupby("method", sort=False)}
+    ordered = _ordered_variants(paper, present, methods_of)
     for skey in settings:
-        in_setting = done[done["setting_key"] == skey]
-        rep = in_setting.iloc[0]
+        rep = rep_of[skey]
         slabel = setting_label(rep, varying)
-        for method, variant in _ordered_variants(paper, present, methods_of):
-            runs = in_setting[in_setting["variant"] == variant]
-            probe = runs.iloc[0] if len(runs) else rep
+        for method, variant in ordered:
+            probe = probe_of.get((skey, variant), rep)
             base = {"setting": slabel, "method": method, "variant": variant,
                     "method_label": variant_label(variant),
                     "data": sizes_label(probe)}
             cells = {}
             for m in paper.metrics:
-                a = aggs[m]
-                hit = a[(a["setting_key"] == skey) & (a["variant"] == variant)] if not a.empty else a
-                if len(hit):
-                    h = hit.iloc[0]
+                h = hits[m].get((skey, variant))
+                if h is not None:
                     cells[m] = (h["mean"] * scale[m], h["std"] * scale[m], int(h["n"]), h)
                 else:
                     cells[m] = (float("nan"), float("nan"), 0, None)
@@ -383,20 +477,21 @@ def paper_tables(store: Store, paper: Paper, ref: pd.DataFrame) -> PaperTables:
             for m in paper.metrics[1:]:
                 meas.update({f"{m}_mean": cells[m][0], f"{m}_std": cells[m][1], f"{m}_n": cells[m][2],
                              f"{m}_measured": fmt_pm(cells[m][0], cells[m][1], cells[m][2], DIGITS.get(m, 2))})
-            prov = ({k: h[k] for k in ("seeds", "specs", "run_ids", "git_sha", "device")} if h is not None
-                    else {k: "" for k in ("seeds", "specs", "run_ids", "git_sha", "device")})
+            prov = ({k: h[k] for k in PROV_KEYS} if h is not None else dict.fromkeys(PROV_KEYS, ""))
             if h is not None and h.get("protocol"):
                 prov["protocol"] = h["protocol"]
-            mrefs = refs[refs["method"] == method]
-            matched = [r for _, r in mrefs.iterrows() if not match_reference(r, probe)]
+            mrefs = refs_of.get(method, [])
+            why = [match_reference(r, probe) for r in mrefs]
+            matched = [r for r, w in zip(mrefs, why) if not w]
             if matched:
                 for r in matched:
                     used.add(r["ref_id"])
                     rows.append({**base, **meas, **_published(r, mean, []), **prov})
+            elif mrefs:
+                i = int(np.argmin([len(w) for w in why]))
+                rows.append({**base, **meas, **_published(mrefs[i], mean, why[i]), **prov})
             else:
-                r = _nearest(mrefs, probe)
-                rows.append({**base, **meas, **_published(r, mean, match_reference(r, probe) if r is not None
-                                                          else None), **prov})
+                rows.append({**base, **meas, **_published(None, mean, None), **prov})
     # published rows without a measured run of the same setting
     for _, r in refs.iterrows():
         if r["ref_id"] in used or r["claim"]:
@@ -408,7 +503,7 @@ def paper_tables(store: Store, paper: Paper, ref: pd.DataFrame) -> PaperTables:
                         ((f"{m}_mean", float("nan")), (f"{m}_std", float("nan")), (f"{m}_n", 0),
                          (f"{m}_measured", NOT_RUN))},
                      **_published(r, float("nan"), []),
-                     **{k: "" for k in ("seeds", "specs", "run_ids", "git_sha", "device")}})
+                     **dict.fromkeys(PROV_KEYS, "")})
     long = pd.DataFrame(rows)
     if "protocol" in long:  # Forget Me Not: which split chose KF's checkpoints (test_half | train_holdout)
         long["protocol"] = long["protocol"].fillna("")
@@ -447,6 +542,9 @@ def _published(r: pd.Series | None, mean: float, why: list[str] | None) -> dict:
             "ref_id": int(r["ref_id"]), "setting_note": note}
 
 
+MAX_CELL_HITS = 3
+
+
 def _layouts(long: pd.DataFrame, refs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Each published table in the paper's layout: cells 'published (measured: …, Δ …)' for the same setting."""
     out = {}
@@ -456,7 +554,10 @@ def _layouts(long: pd.DataFrame, refs: pd.DataFrame) -> dict[str, pd.DataFrame]:
         for _, r in t.iterrows():
             hits = long[(long.get("ref_id", pd.Series(dtype=int)) == r["ref_id"]) & long["mean"].notna()
                         & (long["diff_str"] != DIFFERENT)] if "ref_id" in long else long.iloc[0:0]
-            meas = "; ".join(f"{h['measured']}, Δ {h['diff_str']}" for _, h in hits.iterrows()) or NOT_RUN
+            cells = [f"{m}, Δ {d}" for m, d in zip(hits["measured"], hits["diff_str"])]
+            if len(cells) > MAX_CELL_HITS:  # many settings match one published cell (e.g. an lr sweep)
+                cells = cells[:MAX_CELL_HITS] + [f"+{len(cells) - MAX_CELL_HITS} more settings, see the full table"]
+            meas = "; ".join(cells) or NOT_RUN
             grid.loc[r["row"], r["column"]] = f"{published_str(r)} (measured: {meas})"
         grid.index.name = "row"
         grid.columns = [re.sub(r"^x(\d+)$", r"×\1", c).replace("(inf)", "(∞)") for c in grid.columns]
@@ -468,15 +569,23 @@ def _claims(paper: Paper, long: pd.DataFrame, refs: pd.DataFrame, settings: list
             varying: list[str]) -> list[str]:
     """Checks of qualitative claims ('a<b;a<c' on the paper's first metric) per measured setting."""
     out = []
-    for claim, cr in refs[refs["claim"] != ""].groupby("claim", sort=False):
+    crefs = refs[refs["claim"] != ""]
+    if crefs.empty:
+        return out
+    reps = done.drop_duplicates("setting_key").set_index("setting_key") if settings else done
+    label_of = {skey: setting_label(r, varying) for skey, r in zip(reps.index, reps.to_dict("records"))} \
+        if settings else {}
+    best_of = {}  # the best variant of each arm, per setting label
+    if settings and not long.empty:
+        sub = long.drop_duplicates(["setting", "variant"])
+        best_of = {lab: g.groupby("method")["mean"].min() for lab, g in sub.groupby("setting", sort=False)}
+    for claim, cr in crefs.groupby("claim", sort=False):
         text = cr["note"].iloc[0] or claim
         if not settings:
             out.append(f"{text}: not run")
         for skey in settings:
-            rep = done[done["setting_key"] == skey].iloc[0]
-            slabel = setting_label(rep, varying)
-            sub = long[long["setting"] == slabel].drop_duplicates("variant")
-            best = sub.groupby("method")["mean"].min()  # the best variant of each arm
+            slabel = label_of[skey]
+            best = best_of.get(slabel, pd.Series(dtype=float))
             verdicts = []
             for part in claim.split(";"):
                 a, b = part.split("<")
@@ -487,28 +596,67 @@ def _claims(paper: Paper, long: pd.DataFrame, refs: pd.DataFrame, settings: list
                     verdicts.append(f"{a} < {b}: {'holds' if ma < mb else 'does NOT hold'} "
                                     f"({fmt_num(ma, 3)} vs {fmt_num(mb, 3)} {paper.metrics[0]})")
             out.append(f"{text} [{slabel}]: " + "; ".join(verdicts))
+    return _collapse(out, "claim checks")
+
+
+MAX_NOTES = 25  # note lines per section before similar ones are collapsed
+
+
+def _collapse(lines: list[str], what: str, limit: int = MAX_NOTES) -> list[str]:
+    """At most `limit` lines: beyond it, lines that only differ inside their [setting] / first field are
+    counted, not repeated (the full list is in the section's CSV tables)."""
+    if len(lines) <= limit:
+        return lines
+    groups: dict[str, list[str]] = {}
+    for ln in lines:
+        m = re.match(r"^(.*?) \[(.*)\]: (.*)$", ln)
+        key = f"{m.group(1)}: {re.sub(r' [(][^()]*[)]', '', m.group(3))}" if m else ln.split(": ", 1)[-1]
+        groups.setdefault(key, []).append(ln)
+    out = []
+    for key, lns in groups.items():
+        out.append(lns[0] if len(lns) == 1 else f"{key} (in {len(lns)} settings; e.g. "
+                   f"{_setting_of(lns[0])})")
+    if len(out) > limit:
+        out = out[:limit] + [f"… and {len(out) - limit} more {what} (see the CSV tables)"]
     return out
 
 
+def _setting_of(line: str) -> str:
+    m = re.match(r"^.*? \[(.*)\]: ", line)
+    return m.group(1) if m else line.split(": ", 1)[0]
+
+
 def _setting_notes(done: pd.DataFrame, refs: pd.DataFrame, varying: list[str]) -> list[str]:
-    """One line per measured setting: its data (note, sizes) and how it differs from the paper's settings."""
+    """One line per measured setting: its data (note, sizes) and how it differs from the paper's settings
+    (many settings: lines with the same data and verdict are counted, see `_collapse`)."""
     notes = []
     if done.empty:
         return notes
-    for skey, g in done.groupby("setting_key", sort=False):
-        rep = g.iloc[0]
-        num = refs[(refs["claim"] == "") & refs["dataset"].ne("")]
-        same = [r for _, r in num.iterrows() if not match_reference(r, rep)]
+    num = refs[(refs["claim"] == "") & refs["dataset"].ne("")].to_dict("records")
+    for rep in done.drop_duplicates("setting_key").to_dict("records"):
+        why = [match_reference(r, rep) for r in num]
+        same = [r for r, w in zip(num, why) if not w]
         if same:
             verdict = "same setting as the paper's " + ", ".join(dict.fromkeys(r["setting"] for r in same))
-        elif num.empty:
+        elif not num:
             verdict = "the paper's settings differ (no published numbers to compare)"
         else:
-            near = _nearest(num, rep)
-            verdict = (f"differs from the paper (nearest published setting: {near['setting']}: "
-                       + "; ".join(match_reference(near, rep)) + ")")
+            i = int(np.argmin([len(w) for w in why]))
+            verdict = (f"differs from the paper (nearest published setting: {num[i]['setting']}: "
+                       + "; ".join(why[i]) + ")")
         notes.append(f"{setting_label(rep, varying)}: data {rep['data_note'] or rep['dataset']} "
                      f"({sizes_label(rep)}); {verdict}")
+    if len(notes) > MAX_NOTES:
+        groups: dict[str, list[str]] = {}
+        for n in notes:
+            label, _, rest = n.partition(": data ")
+            # the per-setting values (lr=…, epochs=…) vary; what the data and the verdict say is what matters
+            rest = re.sub(r"\b[\w.]+=[^;,)]*", "…", rest)
+            groups.setdefault(rest, []).append(label)
+        notes = [f"{len(labels)} settings (e.g. {labels[0]}): data {rest}" if len(labels) > 1
+                 else f"{labels[0]}: data {rest}" for rest, labels in groups.items()]
+        if len(notes) > MAX_NOTES:
+            notes = notes[:MAX_NOTES] + [f"… and {len(notes) - MAX_NOTES} more kinds of settings"]
     return notes
 
 
@@ -522,7 +670,7 @@ def generic_table(done: pd.DataFrame, metrics: tuple[str, ...] = ("test_acc", "v
     rows = {}
     for m in present:
         a, sc = aggregate(done, m), metric_scale(m, done[m])
-        for _, h in a.iterrows():
+        for h in a.to_dict("records"):
             key = (h["setting_key"], h["variant"])
             row = rows.setdefault(key, {"setting": setting_label(h["first"], varying), "method": h["variant"],
                                         "n": int(h["n"]), "runs": h["run_ids"]})
@@ -598,7 +746,7 @@ def write_table(df: pd.DataFrame, out_dir: Path, stem: str, *, csv_frame: pd.Dat
 
 CSV_COLUMNS = ["setting", "method", "variant", "data", "mean", "std", "n", "measured", "published_value",
                "published_std", "published", "diff", "diff_str", "source", "ref_setting", "setting_note", "seeds",
-               "specs", "run_ids", "git_sha", "device", "protocol"]
+               "specs", "run_ids", "git_sha", "code_version", "device", "protocol"]
 
 
 def csv_frame(long: pd.DataFrame, paper: Paper) -> pd.DataFrame:

@@ -148,10 +148,16 @@ def judge(paper: Paper, claim: Claim, runs: pd.DataFrame, *, ci: str = "t", regi
     varying = [c for c in keys if _text(both[c]).nunique() > 1]
     out = []
     a_side = sides["a"].assign(**{f"_k{i}": _text(sides["a"][c]) for i, c in enumerate(keys)})
+    b_keys = [c for c in keys if c not in across]
+    b_groups = {}  # the b runs of each setting, found once (not one scan of every b column per setting)
+    if b_keys:
+        b_text = sides["b"].assign(**{f"_k{i}": _text(sides["b"][c]) for i, c in enumerate(b_keys)})
+        for k, g in b_text.groupby([f"_k{i}" for i in range(len(b_keys))], sort=False):
+            b_groups[k if isinstance(k, tuple) else (k,)] = g.drop(columns=[f"_k{i}" for i in range(len(b_keys))])
     for skey, a_rows in a_side.groupby([f"_k{i}" for i in range(len(keys))], sort=False):
         skey = skey if isinstance(skey, tuple) else (skey,)
-        same = [_text(sides["b"][c]) == v for c, v in zip(keys, skey) if c not in across]
-        b_rows = sides["b"][np.logical_and.reduce(same)] if same else sides["b"]
+        want = tuple(v for c, v in zip(keys, skey) if c not in across)
+        b_rows = b_groups.get(want, sides["b"].iloc[0:0]) if b_keys else sides["b"]
         label = ", ".join(f"{c.removeprefix('config.')}={v}" for c, v in zip(keys, skey) if c in varying) or \
             ", ".join(f"{c}={v}" for c, v in zip(keys, skey) if c in ("dataset", "model"))
         out.append(_verdict(paper, claim, label, a_rows, b_rows, ci, regime))

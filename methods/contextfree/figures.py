@@ -5,9 +5,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
-from report.plots import (Figure, Skipped, apply_style, color_map, common_label, label_metric,
-                          parts_label, save_figure, slug)
+from report.plots import (MAX_FIGURES, MAX_LINES, Figure, Skipped, apply_style, color_map, common_label,
+                          label_metric, parts_label, rest_note, save_figure, slug, top_k)
 from report.tables import (Store, metric_scale, paper_methods,
                            setting_columns, variant_label, varying_columns)
 
@@ -24,13 +25,25 @@ def figures(store: Store, out: Path) -> tuple[list[Figure], list[Skipped]]:
     figs = []
     varying = varying_columns(d, setting_columns(d))
     colors = color_map(list(dict.fromkeys(d["variant"])))
-    for i, (skey, g) in enumerate(d.groupby("setting_key", sort=False), 1):
+    groups = dict(list(d.groupby("setting_key", sort=False)))
+    # one figure per setting: the best settings by mean task accuracy; the rest listed as skipped
+    em = {k: float(pd.to_numeric(g["task_em"], errors="coerce").mean()) for k, g in groups.items()}
+    kept, rest = top_k(em, MAX_FIGURES)
+    skipped = []
+    if rest:
+        labels = [parts_label(groups[k].iloc[0], varying) or k for k in rest]
+        skipped.append(Skipped(f"{title}, {len(rest)} more settings",
+                               f"one figure per setting, the {len(kept)} with the best mean task accuracy drawn;"
+                               + rest_note(labels, "settings", "lower task accuracy").removeprefix(" Not drawn:")))
+    for i, (skey, g) in enumerate(((k, groups[k]) for k in kept), 1):
         common = common_label(g, []) + (", " + parts_label(g.iloc[0], varying) if parts_label(g.iloc[0], varying) else "")
         sc = metric_scale("task_em", g["task_em"])
         fig, ax = plt.subplots(figsize=(9.5, 5.5), layout="constrained")
         arms = list(paper_methods("contextfree"))
         order = sorted(dict.fromkeys(g["variant"]), key=lambda v: (arms.index(v.split(" ")[0])
                                                                    if v.split(" ")[0] in arms else len(arms), v))
+        v_em = pd.to_numeric(g["task_em"], errors="coerce").groupby(g["variant"]).mean()
+        order, rest_v = top_k({v: v_em.get(v, float("nan")) for v in order}, MAX_LINES)
         pts = []
         for v in order:
             f = g[g["variant"] == v]
@@ -53,5 +66,7 @@ def figures(store: Store, out: Path) -> tuple[list[Figure], list[Skipped]]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
         stem = f"contextfree_tradeoff_{slug(str(g.iloc[0]['dataset']))}_{slug(str(g.iloc[0]['model']))}_{i}"
         figs.append(save_figure(fig, out, stem, title,
-                          f"Mean ± 1 std over seeds; the best arms sit top-left. {common}.", list(g["run_id"])))
-    return figs, []
+                          f"Mean ± 1 std over seeds; the best arms sit top-left. {common}."
+                          + rest_note([variant_label(v) for v in rest_v], "arms", "lower task accuracy"),
+                          list(g["run_id"])))
+    return figs, skipped

@@ -11,8 +11,8 @@ import pandas as pd
 
 from bench.paper import PAPERS
 
-from report.plots import (Figure, Skipped, apply_style, color_map, common_label, label_metric,
-                          parts_label, save_figure, slug)
+from report.plots import (MAX_FIGURES, MAX_LINES, Figure, Skipped, apply_style, color_map, common_label,
+                          label_metric, parts_label, rest_note, save_figure, slug, top_k)
 from report.tables import (Store, load_reference, method_label, metric_scale, setting_columns, varying_columns)
 
 
@@ -46,15 +46,30 @@ def figures(store: Store, out: Path) -> tuple[list[Figure], list[Skipped]]:
     d = done[done["paper"] == "know"] if not done.empty else done
     if d.empty:
         return figs, [Skipped("KNOW figures", "no KNOW runs in the store")]
-    d = d.assign(scale=[_scale_of(r) for _, r in d.iterrows()],
+    d = d.assign(scale=[_scale_of(r) for r in d[[c for c in ("scale", "method", "config.method.params.scale")
+                                                 if c in d]].to_dict("records")],
                  family=[("KNOW" if str(m).startswith("know_x") else method_label(m)) for m in d["method"]])
     varying = varying_columns(d, setting_columns(d))
-    for i, (skey, g) in enumerate(d.groupby("setting_key", sort=False), 1):
+    groups = dict(list(d.groupby("setting_key", sort=False)))
+    # one figure per setting: those with the most variants (scale points) first, then the best test accuracy
+    rank = {k: (-g["variant"].nunique(), -float(pd.to_numeric(g["test_acc"], errors="coerce").mean()))
+            for k, g in groups.items()}
+    kept = [k for k in groups if k in set(sorted(groups, key=lambda k: rank[k])[:MAX_FIGURES])]
+    rest = sorted((k for k in groups if k not in kept), key=lambda k: rank[k])
+    if rest:
+        labels = [parts_label(groups[k].iloc[0], varying) or k for k in rest]
+        skipped.append(Skipped(f"KNOW: accuracy against scaling factor, {len(rest)} more settings",
+                               f"one figure per setting, the {len(kept)} with the most variants and the best "
+                               "test accuracy drawn;" + rest_note(labels, "settings", "fewer variants or lower "
+                                                                  "test accuracy").removeprefix(" Not drawn:")))
+    for i, (skey, g) in enumerate(((k, groups[k]) for k in kept), 1):
         common = common_label(g, []) + (", " + parts_label(g.iloc[0], varying) if parts_label(g.iloc[0], varying) else "")
         fig, (ax, axp) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
         g = g.assign(suffix=[str(v)[len(str(m)):] for v, m in zip(g["variant"], g["method"])])
         naive = g[g["method"] == "naive"]
         lines = [k for k in dict.fromkeys(zip(g["family"], g["suffix"])) if k[0] != method_label("naive")]
+        line_acc = pd.to_numeric(g["test_acc"], errors="coerce").groupby([g["family"], g["suffix"]]).mean()
+        lines, rest_lines = top_k({k: line_acc.get(k, float("nan")) for k in lines}, MAX_LINES)
         colors = color_map([f + s for f, s in lines])
         sc = metric_scale("test_acc", g["test_acc"])
         for fam, suf in lines:
@@ -93,7 +108,9 @@ def figures(store: Store, out: Path) -> tuple[list[Figure], list[Skipped]]:
         stem = f"know_scaling_{slug(str(g.iloc[0]['dataset']))}_{slug(str(g.iloc[0]['model']))}_{i}"
         figs.append(save_figure(fig, out, stem, "KNOW: accuracy against scaling factor",
                           f"Left: measured, mean ± 1 std over seeds ({common}); right: the paper's numbers "
-                          "(card section 7), on a separate axis because the settings differ.", list(g["run_id"])))
+                          "(card section 7), on a separate axis because the settings differ."
+                          + rest_note([f + x for f, x in rest_lines], "lines", "lower mean test accuracy"),
+                          list(g["run_id"])))
     pca = _know_pca(d, out, store.root)
     if isinstance(pca, Figure):
         figs.append(pca)
@@ -141,7 +158,8 @@ def _pca2(traj: np.ndarray, pts: np.ndarray) -> np.ndarray:
 
 def _know_pca(d: pd.DataFrame, out: Path, root: Path) -> Figure | Skipped:
     title = "KNOW: 2-D PCA of the weight trajectory with the predicted points"
-    paths = [p for r in d["run_dir"] for p in sorted((Path(r) / "artifacts").glob("*trajectory*.pt"))]
+    first = next((p for r in d["run_dir"] for p in sorted((Path(r) / "artifacts").glob("*trajectory*.pt"))), None)
+    paths = [first] if first is not None else []
     stage = False
     if not paths:  # the shared trajectory stage of the KNOW runs (snapshots only, no predictions)
         paths = sorted(p for base in (root, root.parent)
