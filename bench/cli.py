@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-from bench.config import SpecError
+from bench.config import SpecError, short_repr
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +78,68 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as e:
         print(f"forgetbench: invalid spec: {e}", file=sys.stderr)
         return 2
+    except StoreError as e:
+        print(f"forgetbench: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, read-only or vanished store while running: one line, no traceback
+        print(f"forgetbench: {args.command} stopped: {os_message(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        bad = _diagnose_store(args) if args.command in ("run", "status", "results") else []
+        if not bad or os.environ.get("FORGETBENCH_DEBUG"):
+            raise
+        print(f"forgetbench: malformed results store: {'; '.join(bad)} (fix or delete these files; the error "
+              f"was {type(e).__name__}: {str(e)[:200]})", file=sys.stderr)
+        return 2
+
+
+class StoreError(Exception):
+    """A results store (--out, a status/results path) that cannot be used: the message names the path."""
+
+
+def os_message(e: OSError) -> str:
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f)
+    return f"{e.strerror or type(e).__name__}" + (f": {where[:300]}" if where else "") + \
+        (f" [errno {e.errno}]" if e.errno else "")
+
+
+def _check_out(out: Path, name: str) -> None:
+    """--out must be a folder we can create and write in (checked before any run starts)."""
+    target = out / name
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        probe = target / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise SpecError("--out", str(out), f"a folder this user can create and write in ({os_message(e)})") from None
+
+
+def _diagnose_store(args: argparse.Namespace) -> list[str]:
+    """After an unexpected error in run/status/results: the store files that are not what they should be
+    (a JSON object), so the message can name them instead of printing a traceback."""
+    import json
+
+    from bench.store import RESULT, SWEEP
+    root = Path(getattr(args, "out", None) or args.path) if args.command == "run" else Path(args.path)
+    bad: list[str] = []
+    try:
+        candidates = [*root.glob(SWEEP), *root.glob(f"*/{SWEEP}"), *root.glob(f"*/{RESULT}"),
+                      *root.glob(f"*/*/{RESULT}"), *root.glob("*/*/config.json")]
+        for f in candidates:
+            try:
+                obj = json.loads(f.read_text())
+            except (OSError, ValueError) as e:
+                bad.append(f"{f}: unreadable ({type(e).__name__})")
+                continue
+            if not isinstance(obj, dict):
+                bad.append(f"{f} holds a JSON {type(obj).__name__} ({short_repr(obj, 60)}), not an object")
+            if len(bad) >= 5:
+                break
+    except OSError:
+        pass
+    return bad
+
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -97,8 +160,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SpecError("--workers", args.workers, "an integer >= 1")
     if args.detach and args.executor not in ("slurm", "submitit-local"):
         raise SpecError("--detach", args.executor, "only with --executor slurm or submitit-local")
+    from bench.executors.base import run_threads
+    run_threads()  # FORGETBENCH_THREADS: checked before anything starts
+    _check_out(args.out, spec.name)
     spec_dir = args.out / spec.name
     sweep = read_json(spec_dir / SWEEP) or {}
+    if not isinstance(sweep, dict):
+        raise StoreError(f"{spec_dir / SWEEP} holds a JSON {type(sweep).__name__}, not a sweep record (delete it: "
+                         f"`run` rewrites it)")
     ids = list(dict.fromkeys([*sweep.get("runs", []), *(run_id(r) for r in spec.runs)]))
     atomic_write_json(spec_dir / SWEEP, {"name": spec.name, "runs": ids, "spec": spec.source})
     todo = [r for r in spec.runs if not is_done(run_dir(args.out, spec.name, run_id(r)))]

@@ -9,7 +9,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from bench.config import RunConfig
-from bench.executors.base import EXECUTORS, group_runs, run_group, threads_per_worker
+from bench.executors.base import EXECUTORS, group_runs, run_group, run_threads
 
 
 @EXECUTORS.register("inline")
@@ -21,10 +21,11 @@ class InlineExecutor:
 
     def run(self, runs: list[RunConfig], out: Path, *, progress: bool = True) -> list[dict[str, Any]]:
         results = []
+        threads = run_threads()
         with tqdm(total=len(runs), desc="runs", unit="run", disable=not progress, position=0) as bar:
             for group in group_runs(runs):
                 for r in group:
-                    results.extend(run_group([r], str(out), progress))
+                    results.extend(run_group([r], str(out), progress, threads))
                     bar.update(1)
                     bar.set_postfix(failed=sum(x["status"] == "failed" for x in results))
         return results
@@ -37,7 +38,8 @@ def _init_worker(threads: int) -> None:
 
 @EXECUTORS.register("local")
 class LocalExecutor:
-    """A pool of N worker processes (spawned); each gets cpu_count // N torch threads."""
+    """A pool of N worker processes (spawned); each run gets run_threads() torch threads (FORGETBENCH_THREADS,
+    default 1), the same as under every other executor, so the numbers do not depend on N."""
 
     def __init__(self, workers: int = 2, **_: Any) -> None:
         if workers < 1:
@@ -46,12 +48,12 @@ class LocalExecutor:
 
     def run(self, runs: list[RunConfig], out: Path, *, progress: bool = True) -> list[dict[str, Any]]:
         groups = group_runs(runs)
-        threads = threads_per_worker(self.workers)
+        threads = run_threads()
         results: list[dict[str, Any]] = []
         ctx = mp.get_context("spawn")
         with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool, \
                 tqdm(total=len(runs), desc=f"runs ({self.workers} workers)", unit="run", disable=not progress) as bar:
-            futures = {pool.submit(run_group, g, str(out), False): g for g in groups}
+            futures = {pool.submit(run_group, g, str(out), False, threads): g for g in groups}
             for fut in as_completed(futures):
                 res = fut.result()
                 results.extend(res)

@@ -24,7 +24,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from bench.config import RunConfig, SpecError
-from bench.executors.base import EXECUTORS, group_runs, threads_per_worker
+from bench.executors.base import EXECUTORS, group_runs, pinned_threads, run_threads
 from bench.slurm import ACTIVE_STATES, parse_resources, slurm_executor_params, squeue_states
 from bench.ids import run_id
 from bench.store import RESULT, SWEEP, atomic_write_json, read_json, read_jsonl
@@ -51,19 +51,13 @@ class RunsJob(Checkpointable):
         self.attempt = 1
 
     def __call__(self) -> list[dict[str, Any]]:
-        import torch
         restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
         jid = os.environ.get("SLURM_ARRAY_JOB_ID") and \
             f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" \
             or os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or "debug"
-        threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0) or None
-        before = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
-        try:
+        # the submitting process's run_threads(), not the job's cpus: the numbers must not depend on the executor
+        with pinned_threads(self.threads):  # restored after: the debug executor runs in the caller's process
             return self._run_all(jid, restarts)
-        finally:
-            torch.set_num_threads(before)  # the debug executor runs in the caller's process
 
     def _run_all(self, jid: str, restarts: str) -> list[dict[str, Any]]:
         import torch
@@ -133,7 +127,7 @@ class _SubmititExecutor:
         raise NotImplementedError
 
     def _payloads(self, groups: list[list[RunConfig]], out: Path) -> list[RunsJob]:
-        return [RunsJob([g], str(out), threads=self.res.cpus) for g in groups]
+        return [RunsJob([g], str(out), threads=run_threads()) for g in groups]
 
     def _submit(self, ex: Any, payloads: list[RunsJob]) -> list[Any]:
         with ex.batch():
@@ -272,7 +266,7 @@ class SubmititLocalExecutor(_SubmititExecutor):
 
     def _payloads(self, groups: list[list[RunConfig]], out: Path) -> list[RunsJob]:
         n = min(self.workers, len(groups))
-        threads = threads_per_worker(n)
+        threads = run_threads()
         return [RunsJob([g for i, g in enumerate(groups) if i % n == k], str(out), threads=threads)
                 for k in range(n)]
 
@@ -326,7 +320,7 @@ def _compact(ids: list[str]) -> str:
 
 def _final_result(sdir: Path, rid: str) -> dict | None:
     res = read_json(sdir / rid / RESULT)
-    return res if res and res.get("status") in ("done", "failed") else None
+    return res if isinstance(res, dict) and res.get("status") in ("done", "failed") else None
 
 
 def _job_error(job: dict) -> str:
