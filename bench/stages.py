@@ -77,6 +77,8 @@ def file_problem(path: Path) -> str | None:
             json.loads(path.read_text())
         elif path.suffix == ".jsonl":
             strict_jsonl(path)
+    except FileNotFoundError:
+        return None  # removed meanwhile (e.g. a per-epoch file cleaned up after `done`): not part of the stage
     except (OSError, ValueError, zipfile.BadZipFile, UnicodeDecodeError) as e:
         return f"{path.parent.name}/{path.name} is unreadable ({type(e).__name__}: {e})"
     return None

@@ -129,6 +129,33 @@ def test_kill_in_the_finalisation_window_reruns_to_the_same_numbers(tmp_path, mo
     assert not list((sdir / "preds").glob("epoch_*.pt")) and not (sdir / "last.pt").exists()  # cleaned after done
 
 
+SIGKILL_AT_DONE = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    import bench.stages as S
+    real = S.atomic_write_json
+
+    def write(path, obj):  # a real SIGKILL at the last step of the stage's finalisation
+        if Path(path).name == S.DONE:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(path, obj)
+    S.atomic_write_json = write
+    from bench.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_real_sigkill_inside_the_finalisation_window_reruns_to_the_same_numbers(tmp_path, reference) -> None:
+    out, spec = tmp_path / "out", write_spec(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", SIGKILL_AT_DONE, "run", str(spec), "--out", str(out),
+                           "--no-progress"], env=_env(), capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    sdir = base_dir(out)
+    assert not (sdir / DONE).exists() and (sdir / "final.pt").is_file() and not results(out)
+    assert run(spec, out) == 0
+    assert metrics_of(out) == reference[1]
+
+
 def test_consolidate_is_idempotent_and_tolerates_per_epoch_files_already_gone(tmp_path) -> None:
     rec = PredictionRecorder(tmp_path, {"val": [1, 2], "test": [1, 2, 3]}, batch_size=8)
     for e in (1, 2):
