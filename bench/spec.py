@@ -34,8 +34,8 @@ MAX_NODES = 1_000_000             # values in the spec with every alias expanded
 MAX_DEPTH = 64                    # nesting of mappings / lists
 MAX_RUNS = 100_000                # runs of one spec; FORGETBENCH_MAX_RUNS overrides
 NAME_RE = re.compile(r"[A-Za-z0-9-][A-Za-z0-9._-]{0,99}")
-NAME_ALLOWED = ("a non-empty string usable as a folder name, 1 to 100 characters: ASCII letters, digits, '-', '_' and '.', not starting with "
-                "'.' or '_'")
+NAME_ALLOWED = ("a non-empty string usable as a folder name, 1 to 100 characters: ASCII letters, digits, '-', '_' "
+                "and '.', not starting with '.' or '_'")
 
 
 @dataclass
