@@ -92,9 +92,13 @@ figcaption{font-size:13px;color:#444}.links a{margin-right:.8em;font-size:13px}.
 def _table_html(df: pd.DataFrame) -> str:
     if df.empty:
         return "<p><em>(empty)</em></p>"
-    out = df.astype(str).to_html(index=False, escape=True, border=0)
-    out = out.replace(f"<td>{NOT_RUN}</td>", f'<td class="nr">{NOT_RUN}</td>')
-    return out.replace(f"<td>{DIFFERENT}</td>", f'<td class="ds">{DIFFERENT}</td>')
+    e = html.escape
+    cls = {NOT_RUN: ' class="nr"', DIFFERENT: ' class="ds"'}
+    rows = ["<tr>" + "".join(f"<td{cls.get(v, '')}>{e(v)}</td>" for v in map(str, row)) + "</tr>"
+            for row in df.itertuples(index=False, name=None)]
+    head = "".join(f"<th>{e(str(c))}</th>" for c in df.columns)
+    return (f'<table class="dataframe">\n<thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(rows)
+            + "\n</tbody>\n</table>")
 
 
 def _img_data_uri(png: Path) -> str:
