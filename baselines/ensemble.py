@@ -14,11 +14,11 @@ the ordinary `base` stages; the metric `batched` says which path was taken (1 or
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from bench.config import SpecError
+from bench.config import in_range
 from bench.forgetting import softmax_ensemble
 from bench.protocol import protocol_splits, score_on_splits
 from bench.config import RunConfig
@@ -46,14 +46,8 @@ class Ensemble(Method):
 
     @dataclass
     class Params:
-        k: int = 5               # members: base runs of seeds seed..seed+k-1
+        k: int = field(default=5, metadata=in_range(1))   # members: base runs of seeds seed..seed+k-1
         batched: bool = False    # train missing members in one vmapped pass, in the separate `batched-base` stage
-
-        def __post_init__(self) -> None:
-            if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-                raise SpecError("method.params.k", self.k, "an integer >= 1 (the number of ensemble members)")
-            if not isinstance(self.batched, bool):
-                raise SpecError("method.params.batched", self.batched, "true or false")
 
     def trainings(self, run: RunConfig) -> list[Training]:
         """Every member's base run: an ensemble of seed s trains seeds s..s+k-1 (shared with those naive runs)."""

@@ -70,9 +70,15 @@ def satisfies(check: Callable[[Any], bool], allowed: str) -> dict[str, Any]:
     return {"check": check, "allowed": allowed}
 
 
+def each(meta: dict[str, Any]) -> dict[str, Any]:
+    """Field metadata of a non-empty list whose every item satisfies `meta` (e.g. each(in_range(0.0, 1.0)))."""
+    return satisfies(lambda v: bool(v) and all(meta["check"](x) for x in v), f"a non-empty list, each {meta['allowed']}")
+
+
 def overrides_of(cls: type) -> dict[str, Any]:
     """Field metadata of a mapping that overrides fields of dataclass `cls` (e.g. KNOW's source task): parsed as
-    `cls` at spec time, so a typo or a bad value is named under this field's path; the mapping itself is kept."""
+    `cls` at spec time, so a typo or a bad value is named under this field's path; the mapping itself is kept.
+    A list of such mappings is checked item by item (path[i])."""
     return {"overrides_of": cls}
 
 
@@ -194,7 +200,8 @@ def parse(cls: type, data: Any, path: str = "") -> Any:
         if check is not None and value is not None and not check(value):
             raise SpecError(sub, data[name], f.metadata["allowed"])
         if f.metadata.get("overrides_of") is not None:
-            parse(f.metadata["overrides_of"], value, sub)
+            for i, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+                parse(f.metadata["overrides_of"], item, sub if i is None else f"{sub}[{i}]")
         kwargs[name] = value
     return cls(**kwargs)
 

@@ -40,6 +40,8 @@ def sweep_ids() -> dict:
 
     out: dict = {}
     for path in sorted((ROOT / "sweeps").rglob("*.yaml")):
+        if path.name.endswith(".targets.yaml"):   # the smoke gate's targets, not a spec
+            continue
         spec = load_spec(path)
         rows = {}
         for run in spec.runs:

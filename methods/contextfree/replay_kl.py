@@ -30,7 +30,7 @@ from typing import Any, Literal, Optional
 
 import torch
 
-from bench.config import OptimizerConfig, ScheduleConfig, SpecError, TrainConfig, in_range, to_dict
+from bench.config import OptimizerConfig, ScheduleConfig, SpecError, TrainConfig, each, in_range, satisfies, to_dict
 from methods.contextfree.lm import (ReplayPool, arithmetic_task, bits_per_char, build_lm, encode_documents, generate,
                       make_tokenizer, masked_nll, max_positions, random_windows, task_batch, task_metrics, token_kl,
                       train_lm)
@@ -56,17 +56,14 @@ class LMParams:
     pretrain_warmup_steps: int = field(default=100, metadata=in_range(0))
     pretrain_seed: Optional[int] = field(default=None, metadata=in_range(0))  # None: the run seed
     task_max_operand: int = field(default=49, metadata=in_range(1))
-    task_ops: str = "+"                                                   # characters among + - *
+    task_ops: str = field(default="+", metadata=satisfies(                 # characters among + - *
+        lambda ops: bool(ops) and set(ops) <= set("+-*") and len(set(ops)) == len(ops),
+        "distinct characters among '+', '-', '*'"))
     task_train: int = field(default=1500, metadata=in_range(1))
     task_val: int = field(default=200, metadata=in_range(1))
     task_test: int = field(default=300, metadata=in_range(1))
     eval_chars: Optional[int] = field(default=50000, metadata=in_range(1))  # corpus A test characters for bpc
     log_every: int = field(default=50, metadata=in_range(1))
-
-    def __post_init__(self) -> None:
-        ops = self.task_ops
-        if not ops or any(c not in "+-*" for c in ops) or len(set(ops)) != len(ops):
-            raise SpecError("method.params.task_ops", self.task_ops, "distinct characters among '+', '-', '*'")
 
 
 @dataclass
@@ -101,13 +98,8 @@ class L2Params(LMParams):
 
 @dataclass
 class WiseParams(LMParams):
-    alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], metadata=each(in_range(0.0, 1.0)))
     tolerance: float = field(default=0.02, metadata=in_range(0.0, 1.0))    # val EM below the best allowed
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.alphas or any(not 0.0 <= a <= 1.0 for a in self.alphas):
-            raise SpecError("method.params.alphas", self.alphas, "a non-empty list of numbers in [0, 1]")
 
 
 # ------------------------------------------------------------------------------------- original model

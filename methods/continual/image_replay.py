@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from bench.config import SpecError, in_range, to_dict
+from bench.config import SpecError, in_range, satisfies, to_dict
 from bench.config import RunConfig
 from bench.ids import canonical_json
 from bench.method import Method, MethodResult, RunContext, Training, register_method
@@ -29,12 +29,8 @@ STAGE_VERSION = 1
 
 @dataclass
 class SplitParams:
-    first_classes: Optional[list[int]] = None   # task A classes; None = the first half of the classes
-
-    def __post_init__(self) -> None:
-        fc = self.first_classes
-        if fc is not None and (not fc or len(set(fc)) != len(fc) or min(fc) < 0):
-            raise SpecError("method.params.first_classes", fc, "null or distinct non-negative class indices")
+    first_classes: Optional[list[int]] = field(default=None, metadata=satisfies(      # None: the first half
+        lambda fc: bool(fc) and len(set(fc)) == len(fc) and min(fc) >= 0, "null or distinct non-negative class indices"))
 
 
 @dataclass

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from bench.config import DataConfig, SpecError, parse, to_dict
+from bench.config import DataConfig, in_range, overrides_of, parse, satisfies, to_dict
 from bench.config import RunConfig
 from bench.ids import canonical_json
 from bench.method import Method, MethodResult, RunContext, Training, register_method
@@ -18,59 +18,24 @@ from methods.know.trajectory import trajectory_recipes, trajectory_stage
 
 @dataclass
 class KnownTrainParams:
-    pretrain_epochs: int = 3        # Θ0 of every trial, on that trial's source (the run's `train` recipe otherwise)
-    trials: int = 3                 # trajectories per source, each with its own (r, lr) draw and its own net seed
-    rate_range: list[float] = field(default_factory=lambda: [0.3, 0.9])       # r ~ U(lo, hi) per trial (official)
-    step_lr_range: list[float] = field(default_factory=lambda: [1e-5, 4e-3])  # lr ~ U(lo, hi) per trial (official)
-    sources: list[dict[str, Any]] = field(default_factory=lambda: [{}])  # DataConfig overrides of the run's dataset
-    trajectory_length: int = 7      # snapshots; >= 6 (official: 7 sessions)
-    meta_epochs: int = 5
-    meta_min_steps: int = 0         # at least this many Adam steps per kind: more epochs for kinds with few scalars
-    meta_lr: float = 1e-3
-    meta_batch: int = 4096
-    holdout: float = 0.2            # fraction of scalars (of every trajectory) held out to score the trained KNOWN
-    init: str = "keras"             # keras (fresh init) | official (fine-tune the released weights)
-
-    def __post_init__(self) -> None:
-        def bad(name: str, allowed: str) -> None:
-            raise SpecError(f"method.params.{name}", getattr(self, name), allowed)
-
-        def check_range(name: str, lo_min: float, hi_max: float | None, allowed: str) -> None:
-            v = getattr(self, name)
-            if not (isinstance(v, (list, tuple)) and len(v) == 2
-                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
-                bad(name, allowed)
-            lo, hi = (float(x) for x in v)
-            if not (lo_min < lo <= hi and (hi_max is None or hi < hi_max)):
-                bad(name, allowed)
-
-        if self.pretrain_epochs < 1:
-            bad("pretrain_epochs", "an integer >= 1")
-        if self.trials < 1:
-            bad("trials", "an integer >= 1")
-        check_range("rate_range", 0.0, 1.0, "[lo, hi] with 0 < lo <= hi < 1 (r ~ U(lo, hi); lo = hi fixes r)")
-        check_range("step_lr_range", 0.0, None, "[lo, hi] with 0 < lo <= hi (lr ~ U(lo, hi); lo = hi fixes lr)")
-        if not isinstance(self.sources, list) or not self.sources:
-            bad("sources", "a non-empty list of mappings of dataset fields (overrides of the run's dataset; "
-                           "{} = the run's dataset)")
-        for i, src in enumerate(self.sources):
-            if not isinstance(src, dict):
-                raise SpecError(f"method.params.sources[{i}]", src, "a mapping of dataset fields (overrides)")
-            parse(DataConfig, src, f"method.params.sources[{i}]")   # typos and bad values name the field
-        if self.trajectory_length < 6:
-            bad("trajectory_length", "an integer >= 6 (5 inputs + 1 target)")
-        if self.meta_epochs < 1:
-            bad("meta_epochs", "an integer >= 1")
-        if self.meta_min_steps < 0:
-            bad("meta_min_steps", "an integer >= 0")
-        if not self.meta_lr > 0:
-            bad("meta_lr", "a number > 0")
-        if self.meta_batch < 1:
-            bad("meta_batch", "an integer >= 1")
-        if not 0 <= self.holdout < 1:
-            bad("holdout", "a number in [0, 1)")
-        if self.init not in ("keras", "official"):
-            bad("init", "'keras' or 'official'")
+    pretrain_epochs: int = field(default=3, metadata=in_range(1))   # Θ0 of every trial, on that trial's source
+    trials: int = field(default=3, metadata=in_range(1))   # trajectories per source: own (r, lr) draw, own net seed
+    rate_range: list[float] = field(default_factory=lambda: [0.3, 0.9], metadata=satisfies(   # r ~ U(lo, hi)
+        lambda v: len(v) == 2 and 0 < v[0] <= v[1] < 1, "[lo, hi] with 0 < lo <= hi < 1 (r ~ U(lo, hi); lo = hi "
+                                                        "fixes r)"))
+    step_lr_range: list[float] = field(default_factory=lambda: [1e-5, 4e-3], metadata=satisfies(  # lr ~ U(lo, hi)
+        lambda v: len(v) == 2 and 0 < v[0] <= v[1], "[lo, hi] with 0 < lo <= hi (lr ~ U(lo, hi); lo = hi fixes lr)"))
+    sources: list[dict[str, Any]] = field(default_factory=lambda: [{}], metadata={  # overrides of the run's dataset
+        **satisfies(bool, "a non-empty list of mappings of dataset fields (overrides of the run's dataset; {} = "
+                          "the run's dataset)"), **overrides_of(DataConfig)})
+    trajectory_length: int = field(default=7, metadata=satisfies(lambda v: v >= 6, "an integer >= 6 (5 inputs + "
+                                                                                   "1 target)"))  # official: 7
+    meta_epochs: int = field(default=5, metadata=in_range(1))
+    meta_min_steps: int = field(default=0, metadata=in_range(0))  # at least this many Adam steps per kind
+    meta_lr: float = field(default=1e-3, metadata=in_range(0.0, lo_open=True))
+    meta_batch: int = field(default=4096, metadata=in_range(1))
+    holdout: float = field(default=0.2, metadata=in_range(0.0, 1.0, hi_open=True))  # scalars held out to score
+    init: Literal["keras", "official"] = "keras"   # keras (fresh init) | official (fine-tune the released weights)
 
 
 @dataclass(frozen=True)
