@@ -19,6 +19,11 @@ from bench.registry import Registry, suggest
 KNOWN_NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar10_jpg": 10, "cifar100": 100,
                      "tinyimagenet": 200}
 
+# Largest per-class count of the standard files of two-split sources: (train, test). An integer train_per_class /
+# test_per_class above it can never be met (smaller values may still exceed a particular class: checked at load).
+KNOWN_MAX_PER_CLASS = {"cifar10": (5000, 1000), "cifar100": (500, 100), "mnist": (6742, 6742),  # one split: carved
+                       "tinyimagenet": (500, 50)}
+
 # Checks of a model family's names and kwargs (registered by the package that registers the family, under the
 # same name): fn(model name, kwargs, field path of the model entry) -> None or raise SpecError.
 MODEL_CHECKS: Registry[Callable[[str, dict, str], None]] = Registry("model check")
@@ -46,12 +51,16 @@ def check_data(cfg: DataConfig, path: str) -> None:
                 raise SpecError(f"{path}.classes[{i}]", c, allowed + (f" ({cfg.name} has {k} classes)" if k else ""))
         if len(set(cfg.classes)) != len(cfg.classes):
             raise SpecError(f"{path}.classes", cfg.classes, allowed + " (duplicates given)")
-    for name in ("train_per_class", "test_per_class"):
+    for i, name in enumerate(("train_per_class", "test_per_class")):
         v = getattr(cfg, name)
         if v is None:
             continue
         if isinstance(v, int) and v < 1 or isinstance(v, float) and not 0.0 < v <= 1.0:
             raise SpecError(f"{path}.{name}", v, "an integer >= 1 (examples per class) or a fraction in (0, 1]")
+        most = KNOWN_MAX_PER_CLASS.get(cfg.name, (None, None))[i] if cfg.root is None else None
+        if isinstance(v, int) and most is not None and v > most:
+            raise SpecError(f"{path}.{name}", v, f"at most {most} ({cfg.name} has at most {most} "
+                                                 f"{name.split('_')[0]} examples per class)")
     n = cfg.train_per_class
     if isinstance(n, int) and cfg.val_fraction > 0:
         held = math.floor(n * cfg.val_fraction + 0.5)   # bench.data.splits.fraction_counts
