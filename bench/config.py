@@ -55,6 +55,8 @@ def in_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool 
     left = "(" if lo_open else "["
     right = ")" if hi_open else "]"
     text = f"a number in {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+    if type(lo) is int and hi is None:   # an integer bound on a count: say it as such
+        text = f"an integer {'>' if lo_open else '>='} {lo}"
 
     def check(v: float) -> bool:
         if lo is not None and (v < lo or (lo_open and v == lo)):

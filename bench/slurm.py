@@ -21,10 +21,9 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional, Union
 
-from bench.config import SpecError
-from bench.registry import suggest
+from bench.config import SpecError, in_range, parse, satisfies
 
 RESOURCE_KEYS = ("partition", "time", "cpus", "gpus", "mem", "array_parallelism", "signal_delay_s",
                  "max_timeouts", "sbatch", "setup")
@@ -42,13 +41,6 @@ class Resources:
     max_timeouts: int = 3
     sbatch: dict[str, Any] = field(default_factory=dict)
     setup: list[str] = field(default_factory=list)
-
-
-def _int(raw: dict, key: str, default: int, lo: int) -> int:
-    v = raw.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise SpecError(f"resources.{key}", v, f"an integer >= {lo}")
-    return v
 
 
 def parse_time_min(value: Any, path: str = "resources.time") -> int:
@@ -105,33 +97,36 @@ def _unsafe_directive(value: str) -> bool:
     return "#" in value or any(ord(c) < 32 or ord(c) == 127 for c in value)
 
 
-def parse_resources(raw: Any) -> Resources:
-    """Validate the spec's `resources:` mapping; errors name the field, the value and what is allowed."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise SpecError("resources", raw, f"a mapping with keys {', '.join(RESOURCE_KEYS)}")
-    for key in raw:
-        if key not in RESOURCE_KEYS:
-            raise SpecError(f"resources.{key}", key,
-                            f"one of {', '.join(RESOURCE_KEYS)}{suggest(str(key), list(RESOURCE_KEYS))} (unknown key)")
-    res = Resources()
-    part = raw.get("partition")
-    if part is not None and (not isinstance(part, str) or not part.strip() or _unsafe_directive(part)):
-        raise SpecError("resources.partition", part, "a non-empty partition name" + _DIRECTIVE_NOTE)
-    res.partition = part
-    if "time" in raw:
-        res.time_min = parse_time_min(raw["time"])
-    res.cpus = _int(raw, "cpus", 1, 1)
-    res.gpus = _int(raw, "gpus", 0, 0)
-    if raw.get("mem") is not None:
-        res.mem_gb = parse_mem_gb(raw["mem"])
-    res.array_parallelism = _int(raw, "array_parallelism", 256, 1)
-    res.signal_delay_s = _int(raw, "signal_delay_s", 90, 0)
-    res.max_timeouts = _int(raw, "max_timeouts", 3, 0)
-    sb = raw.get("sbatch", {}) or {}
-    if not isinstance(sb, dict):
-        raise SpecError("resources.sbatch", sb, "a mapping of sbatch long options (without --) to values")
+def _valid(parser: Any) -> Any:
+    def check(value: Any) -> bool:
+        try:
+            parser(value)
+            return True
+        except SpecError:
+            return False
+    return check
+
+
+@dataclass
+class ResourcesSpec:
+    """The spec's `resources:` section as written (parsed by bench.config.parse; see `Resources` for the values)."""
+    partition: Optional[str] = field(default=None, metadata=satisfies(
+        lambda p: bool(p.strip()) and not _unsafe_directive(p), "a non-empty partition name" + _DIRECTIVE_NOTE))
+    time: Union[int, float, str] = field(default=60, metadata=satisfies(
+        _valid(parse_time_min), "minutes (a positive number) or a SLURM time string: MM, HH:MM:SS or D-HH:MM:SS"))
+    cpus: int = field(default=1, metadata=in_range(1))
+    gpus: int = field(default=0, metadata=in_range(0))
+    mem: Optional[Union[float, str]] = field(default=None, metadata=satisfies(
+        _valid(parse_mem_gb), "a number of GB (> 0) or a string with a unit K, M, G or T (e.g. 512M, 4G)"))
+    array_parallelism: int = field(default=256, metadata=in_range(1))
+    signal_delay_s: int = field(default=90, metadata=in_range(0))
+    max_timeouts: int = field(default=3, metadata=in_range(0))
+    sbatch: dict[str, Any] = field(default_factory=dict)    # long option (no --) -> value; checked by check_sbatch
+    setup: Union[str, list[str]] = field(default_factory=list)   # shell lines run before the job (they ARE shell)
+
+
+def check_sbatch(sb: dict[str, Any]) -> None:
+    """Every extra sbatch option: a long option name and a one-line value that cannot start another directive."""
     for k, v in sb.items():
         if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", k):
             raise SpecError(f"resources.sbatch.{k}", k, "an sbatch long option name without the leading --, e.g. qos")
@@ -141,14 +136,17 @@ def parse_resources(raw: Any) -> Resources:
             raise SpecError(f"resources.sbatch.{k}", v, "a value" + _DIRECTIVE_NOTE)
         if isinstance(v, float) and not math.isfinite(v):
             raise SpecError(f"resources.sbatch.{k}", v, "a finite number")
-    res.sbatch = dict(sb)
-    setup = raw.get("setup", []) or []
-    if isinstance(setup, str):
-        setup = [setup]
-    if not isinstance(setup, list) or not all(isinstance(s, str) for s in setup):
-        raise SpecError("resources.setup", setup, "a list of shell command strings")
-    res.setup = list(setup)
-    return res
+
+
+def parse_resources(raw: Any) -> Resources:
+    """Validate the spec's `resources:` mapping; errors name the field, the value and what is allowed."""
+    spec = parse(ResourcesSpec, {} if raw is None else raw, "resources")
+    check_sbatch(spec.sbatch)
+    return Resources(partition=spec.partition, time_min=parse_time_min(spec.time), cpus=spec.cpus, gpus=spec.gpus,
+                     mem_gb=None if spec.mem is None else parse_mem_gb(spec.mem),
+                     array_parallelism=spec.array_parallelism, signal_delay_s=spec.signal_delay_s,
+                     max_timeouts=spec.max_timeouts, sbatch=dict(spec.sbatch),
+                     setup=[spec.setup] if isinstance(spec.setup, str) else list(spec.setup))
 
 
 def slurm_executor_params(res: Resources, job_name: str) -> dict[str, Any]:

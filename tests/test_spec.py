@@ -40,7 +40,7 @@ MALFORMED = [
     (BASE.replace("seeds: [0]", "seeds: []"), "seeds", "non-empty list"),
     (BASE.replace("seeds: [0]", "seeds: [-1]"), "seeds[0]", "non-negative"),
     (BASE.replace("{epochs: 1}", "{optimizer: {name: sgdd}}"), "train.optimizer.name", "did you mean 'sgd'"),
-    (BASE.replace("{epochs: 1}", "{batch_size: 0}"), "train.batch_size", "[1, inf]"),
+    (BASE.replace("{epochs: 1}", "{batch_size: 0}"), "train.batch_size", "an integer >= 1"),
     (BASE.replace("{epochs: 1}", "{epoch: 3}"), "train.epoch", "did you mean 'epochs'"),
     (BASE.replace("{epochs: 1}", "{label_smoothing: 1.0}"), "train.label_smoothing", "[0.0, 1.0)"),
     (BASE.replace("{epochs: 1}", "{optimizer: {lr: 0}}"), "train.optimizer.lr", "(0.0, inf]"),
@@ -146,4 +146,5 @@ def test_overrides_edit_the_spec_before_validation(tmp_path: Path) -> None:
 
 def test_repo_sweeps_are_valid() -> None:
     for path in sorted(Path(__file__).resolve().parents[1].glob("sweeps/**/*.yaml")):
-        assert load_spec(path).runs, path
+        if not path.name.endswith(".targets.yaml"):      # the smoke gate's targets sit beside its spec
+            assert load_spec(path).runs, path

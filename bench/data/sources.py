@@ -205,6 +205,7 @@ def locate_download(cfg: DataConfig, *, dataset: str, folder: str, marker: str, 
 class Digits(Source):
     """sklearn's 8x8 digits (1,797 images, values 0..16 scaled to 0..255), one split."""
     name = kind = "digits"
+    sizes = (1797, 0, 1, 8, 10)   # full train, test (0: one split), channels, image side, classes (for cost estimates)
     note = "sklearn digits (8x8 grey, single split)"
 
     def fingerprint(self, path: Optional[Path], cache_dir: Optional[Path] = None) -> str:
@@ -269,6 +270,7 @@ def mnist_files(folder: Path) -> dict[str, dict[str, Path]]:
 class Mnist(Source):
     """MNIST IDX files; with only t10k-* (or only train-*) present it is one split, carved by test_split."""
     name = kind = "mnist"
+    sizes = (60000, 10000, 1, 28, 10)   # full train, test (0: one split), channels, image side, classes (for cost estimates)
     note = "MNIST"
     mean, std = (0.1307,), (0.3081,)
 
@@ -390,6 +392,7 @@ def _cifar_images(d: dict[str, object], name: str) -> torch.Tensor:
 class Cifar10(Source):
     """CIFAR-10, torchvision's python-pickle layout: cifar-10-batches-py/data_batch_1..5, test_batch, batches.meta."""
     name = kind = "cifar10"
+    sizes = (50000, 10000, 3, 32, 10)   # full train, test (0: one split), channels, image side, classes (for cost estimates)
     note = "CIFAR-10"
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -433,6 +436,7 @@ class Cifar10(Source):
 class Cifar100(Cifar10):
     """CIFAR-100, cifar-100-python/train, test, meta; fine labels plus the fine->coarse (superclass) map."""
     name = kind = "cifar100"
+    sizes = (50000, 10000, 3, 32, 100)   # full train, test (0: one split), channels, image side, classes (for cost estimates)
     note = "CIFAR-100"
     mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
     URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -533,6 +537,7 @@ class ImageFolder(Source):
 class Cifar10Jpg(ImageFolder):
     """CIFAR-10 as an ImageFolder of JPEGs (default: data_root()/cifar10-jpg.tar.gz), CIFAR-10 class names."""
     name = "cifar10_jpg"
+    sizes = (50000, 10000, 3, 32, 10)   # full train, test (0: one split), channels, image side, classes (for cost estimates)
     kind = "imagefolder"
     note = "CIFAR-10 (JPEG)"
     mean, std = Cifar10.mean, Cifar10.std
@@ -607,6 +612,7 @@ def decode_tinyimagenet(path: Path) -> RawData:
 class TinyImageNet(Source):
     """Tiny ImageNet-200 (64x64 RGB, 100k train, the 10k labelled val images as test); folder or the zip."""
     name = kind = "tinyimagenet"
+    sizes = (100000, 10000, 3, 64, 200)   # full train, test (0: one split), channels, image side, classes (for cost estimates)
     note = "Tiny ImageNet-200 (val as test)"
     mean, std = (0.480, 0.448, 0.398), (0.277, 0.269, 0.282)
     URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
