@@ -27,7 +27,7 @@ from bench.config import RunConfig, SpecError
 from bench.executors.base import EXECUTORS, group_runs, pinned_threads, run_threads
 from bench.slurm import ACTIVE_STATES, parse_resources, slurm_executor_params, squeue_states
 from bench.ids import run_id
-from bench.store import RESULT, SWEEP, atomic_write_json, read_json, read_jsonl
+from bench.store import RESULT, SWEEP, atomic_write_json, read_json, read_jsonl, run_state
 
 try:
     import submitit
@@ -422,7 +422,7 @@ def sweep_progress(sdir: Path) -> dict[str, Any]:
                for job in rec["jobs"] for rid in job["runs"]):
             for jid, st in job_states(rec).items():
                 states[(i, jid)] = st
-    counts = dict.fromkeys(("done", "failed", "running", "queued", "pending"), 0)
+    counts = dict.fromkeys(("done", "failed", "running", "queued", "interrupted", "pending"), 0)
     failures: list[tuple[str, str]] = []
     jobs_of_interest: dict[str, dict[str, Any]] = {}
     for rid in rids:
@@ -448,7 +448,7 @@ def sweep_progress(sdir: Path) -> dict[str, Any]:
             counts["failed"] += 1
             failures.append((rid, f"{rec['executor']} job {job['job_id']} ended without a result ({_job_error(job)})"))
             jobs_of_interest[job["job_id"]] = {**job, "state": "ended without result", "executor": rec["executor"]}
-        else:
-            counts["pending"] += 1
+        else:  # no live job: running under a local executor (running.json, live pid), interrupted, or pending
+            counts[run_state(sdir / rid) or "pending"] += 1
     return {"spec": sweep.get("name", sdir.name), "total": len(rids), **counts, "failures": failures,
             "jobs": list(jobs_of_interest.values()), "submissions": len(subs)}
