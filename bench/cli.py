@@ -48,6 +48,20 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("results", type=Path)
     rep.add_argument("--out", type=Path, default=Path("report_out"))
 
+    v = sub.add_parser("verdicts", help="each paper's claims judged on a results store (paired over seeds, 95% CI)")
+    v.add_argument("results", type=Path)
+    v.add_argument("--ci", choices=("t", "bootstrap"), default="t", help="Student t (default) or seeded bootstrap")
+    v.add_argument("--paper", default=None, help="only this paper's claims")
+
+    pl = sub.add_parser("plan", help="the spec that fills a paper's published table, what a store has for each "
+                                     "cell, and the cost of the rest in device-hours")
+    pl.add_argument("target", metavar="PAPER[:TABLE]", help="a paper key; TABLE: a substring of its table names")
+    pl.add_argument("--results", type=Path, default=None, help="a results store to check the cells against")
+    pl.add_argument("--device", default="h100", help="device for the cost estimate: " + "h100, h200, a100, v100, l4")
+    pl.add_argument("--out", type=Path, default=None, help="write the spec here (default: print its path only)")
+    pl.add_argument("--utilisation", type=float, default=None, help="fraction of the device's peak sustained "
+                                                                    "(default 0.10, an assumption)")
+
     t = sub.add_parser("tune", help="optuna tuning of a spec's `tune:` section (validation split only)")
     t.add_argument("spec", type=Path)
     t.add_argument("--out", type=Path, default=Path("results"))
@@ -144,17 +158,23 @@ def _diagnose_store(args: argparse.Namespace) -> list[str]:
     return bad
 
 
-
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.spec import load_spec, run_id
     from bench.store import SWEEP, atomic_write_json, is_done, read_json, run_dir
 
     spec = load_spec(args.spec, args.overrides)
     if args.dry_run:
+        from bench.plan import extra_trainings, trainings
         for run in spec.runs:
+            also = sorted({t.seed for t in extra_trainings(run)})
             print(f"{run_id(run)}  {run.dataset.name:<12} {run.model.name:<16} {run.method.name:<12} seed={run.seed}"
-                  f"  noise={run.dataset.noise.kind}:{run.dataset.noise.rate}")
-        print(f"{len(spec.runs)} runs")
+                  f"  noise={run.dataset.noise.kind}:{run.dataset.noise.rate}"
+                  + (f"  (also trains seed {', '.join(map(str, also))})" if also else ""))
+        kinds: dict[str, int] = {}
+        for t, _ in trainings(spec.runs).values():
+            kinds[t.what] = kinds.get(t.what, 0) + 1
+        print(f"{len(spec.runs)} runs; {sum(kinds.values())} distinct trainings (shared ones once): "
+              + ", ".join(f"{n} {w}" for w, n in kinds.items()))
         return 0
     from bench.executors import EXECUTORS
     if args.executor not in EXECUTORS:
@@ -211,7 +231,7 @@ def _print_table(spec_dir: Path, metric: str) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from bench.store import spec_dirs, sweep_status
-    from bench.tune import study_dirs, tune_status
+    from bench.tune.status import study_dirs, tune_status
     root = Path(args.path)
     dirs = spec_dirs(root)
     tunes = study_dirs(root)
@@ -264,13 +284,82 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verdicts(args: argparse.Namespace) -> int:
+    from report.verdicts import load_runs, verdict_frame, verdicts
+    if not args.results.exists():
+        print(f"forgetbench: results: got {str(args.results)!r}; allowed: an existing results folder", file=sys.stderr)
+        return 2
+    table = verdict_frame(verdicts(load_runs(args.results), ci=args.ci))
+    if args.paper:
+        table = table[table["paper"] == args.paper]
+    for paper, t in table.groupby("paper", sort=False):
+        print(f"\n## {paper}\n")
+        print(t.drop(columns=["paper", "source"]).to_markdown(index=False))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import shutil
+
+    import pandas as pd
+
+    from bench.paper import PAPERS, papers
+    from bench.paths import PROJECT_ROOT
+    from bench.plan import DEVICES, UTILISATION, cells, cost_table, extra_trainings, fmt_hours, table_runs, total_hours
+    from bench.results import load_results
+    from bench.spec import load_spec
+    key, _, table = args.target.partition(":")
+    keys = [p.key for p in papers()]
+    if key not in keys:
+        raise SpecError("PAPER", key, f"one of {', '.join(keys)}")
+    if args.device not in DEVICES:
+        raise SpecError("--device", args.device, f"one of {', '.join(DEVICES)}")
+    paper = PAPERS.get(key)
+    if not paper.plan:
+        raise SpecError("PAPER", key, "a paper that declares its published grid (Paper.plan)")
+    spec_path = Path(PROJECT_ROOT) / "sweeps" / paper.plan
+    spec = load_spec(spec_path)
+    runs = spec.runs
+    if table:
+        ref = pd.read_csv(paper.reference, dtype=str, keep_default_na=False) if paper.reference else pd.DataFrame()
+        ref = ref[ref["table"].str.contains(table, case=False, regex=False)] if not ref.empty else ref
+        if ref.empty:
+            tables = sorted(set(pd.read_csv(paper.reference, dtype=str)["table"])) if paper.reference else []
+            raise SpecError("TABLE", table, f"a substring of one of: {'; '.join(tables)}")
+        runs = table_runs(runs, ref, paper.aliases)
+        print(f"{paper.title}: table(s) {', '.join(sorted(set(ref['table'])))}")
+    print(f"published grid: {spec_path} ({len(runs)} of its {len(spec.runs)} runs fill the table)")
+    if args.out:
+        shutil.copyfile(spec_path, args.out)
+        print(f"spec written to {args.out} (run it with: forgetbench run {args.out} --executor slurm)")
+    store = load_results(args.results) if args.results and args.results.exists() else pd.DataFrame()
+    cs = cells(runs, store)
+    print(f"\ncells ({len(cs)}): what {args.results or 'the store (none given)'} has")
+    print(pd.DataFrame([{"setting": c.setting, "method": c.method, "store": c.status()} for c in cs])
+          .to_markdown(index=False))
+    extra = [(r, sorted({t.seed for t in extra_trainings(r)})) for r in runs]
+    extra = [(r, seeds) for r, seeds in extra if seeds]
+    if extra:
+        r, seeds = extra[0]
+        print(f"\nalso trained: e.g. {r.method.name} seed {r.seed} trains seeds {', '.join(map(str, seeds))} "
+              f"({len(extra)} runs train other seeds; shared trainings are counted once below)")
+    util = UTILISATION if args.utilisation is None else args.utilisation
+    if not 0 < util <= 1:
+        raise SpecError("--utilisation", args.utilisation, "a number in (0, 1]")
+    df, note = cost_table(runs, store, args.device, util)
+    print(f"\ncost of what is not done yet ({note}):")
+    print(df.to_markdown(index=False, floatfmt=".1f") if not df.empty else "(nothing left to run)")
+    print(f"total: {fmt_hours(total_hours(df, args.device))} {args.device} hours")
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
-    from bench.tune import run_tune
+    from bench.tune.launch import run_tune
     return run_tune(args)
 
 
 COMMANDS = {"run": cmd_run, "status": cmd_status, "results": cmd_results, "report": cmd_report,
-            "tune": cmd_tune}
+            "tune": cmd_tune, "verdicts": cmd_verdicts, "plan": cmd_plan}
 
 
 def cmd_check(args: argparse.Namespace) -> int:
