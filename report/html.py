@@ -38,12 +38,25 @@ def _rel(path: Path, root: Path) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
 
 
+MAX_INDEX_ROWS = 300  # rows of a table shown in index.md / index.html; the full table is in its files
+
+
+def _shown(t: Table) -> tuple[pd.DataFrame, str]:
+    """The rows of `t` the index shows, and a note when some are left to the table's files."""
+    if len(t.frame) <= MAX_INDEX_ROWS:
+        return t.frame, ""
+    files = ", ".join(Path(p).name for p in t.files.values()) or "the table's files"
+    return t.frame.head(MAX_INDEX_ROWS), (f"First {MAX_INDEX_ROWS} of {len(t.frame):,} rows; all of them in "
+                                          f"{files}.")
+
+
 def _markdown(t: Table) -> str:
-    """The table's Markdown: the .md file already written for it when there is one (rendered once)."""
+    """The table's Markdown: the .md file already written for it when it is shown whole (rendered once)."""
+    frame, _ = _shown(t)
     md = t.files.get("md")
-    if md is not None and Path(md).is_file():
+    if md is not None and Path(md).is_file() and len(frame) == len(t.frame):
         return Path(md).read_text().rstrip("\n")
-    return to_markdown(t.frame)
+    return to_markdown(frame)
 
 
 def write_markdown(sections: list[Section], header: list[str], out_dir: Path) -> Path:
@@ -67,9 +80,13 @@ def write_markdown(sections: list[Section], header: list[str], out_dir: Path) ->
             links = " · ".join(f"[{k.upper()}]({_rel(p, out_dir)})" for k, p in t.files.items())
             lines += [f"### {t.title}", "", links, ""] + ([f"*{t.note}*", ""] if t.note else [])
             lines += [_markdown(t) if not t.frame.empty else "(empty)", ""]
+            if _shown(t)[1]:
+                lines += [f"*{_shown(t)[1]}*", ""]
         if s.provenance is not None and not s.provenance.frame.empty:
             links = " · ".join(f"[{k.upper()}]({_rel(p, out_dir)})" for k, p in s.provenance.files.items())
-            lines += [f"### {s.provenance.title}", "", links, "", to_markdown(s.provenance.frame), ""]
+            lines += [f"### {s.provenance.title}", "", links, "", _markdown(s.provenance), ""]
+            if _shown(s.provenance)[1]:
+                lines += [f"*{_shown(s.provenance)[1]}*", ""]
     path = out_dir / "index.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -136,12 +153,17 @@ def write_html(sections: list[Section], header: list[str], out_dir: Path) -> Pat
             if t.note:
                 cls = "warn" if t.note.startswith("WARNING") else "note"
                 parts.append(f'<p class="{cls}">{e(t.note)}</p>')
-            parts.append(_table_html(t.frame))
+            frame, cut = _shown(t)
+            parts.append(_table_html(frame))
+            if cut:
+                parts.append(f'<p class="note">{e(cut)}</p>')
         if s.provenance is not None and not s.provenance.frame.empty:
             links = "".join(f'<a href="{e(_rel(p, out_dir))}">{k.upper()}</a>'
                             for k, p in s.provenance.files.items())
             parts += [f"<h3>{e(s.provenance.title)}</h3>", f'<div class="links">{links}</div>',
-                      _table_html(s.provenance.frame)]
+                      _table_html(_shown(s.provenance)[0])]
+            if _shown(s.provenance)[1]:
+                parts.append(f'<p class="note">{e(_shown(s.provenance)[1])}</p>')
     parts.append("</body></html>")
     path = out_dir / "index.html"
     path.write_text("\n".join(parts) + "\n")

@@ -237,7 +237,7 @@ def _val_curves(store: Store, d: pd.DataFrame, spec: str, common: str, out: Path
     ax.set_ylabel(label_metric("val_acc"))
     ax.set_title(f"{title}\n{common}", fontsize=11)
     legend_below(fig, ax, drawn)
-    caption = f"Mean over seeds, band ± 1 std; {common}."
+    caption = "Mean over seeds, band ± 1 std" + (f"; {common}." if common else ".")
     caption += rest_note([", ".join(filter(None, [variant_label(v), ln])) for v, ln in rest], "method/setting lines",
                          f"lower {score_col or 'score'}; the best line of each method is always drawn")
     if no_log:
@@ -312,10 +312,10 @@ def draw_bars(d: pd.DataFrame, metric: str, out: Path, stem: str, title: str, co
     if lines and (len(lines) > 1 or lines[0]):  # below the axes: long setting labels never squeeze the bars
         fig.legend(loc="outside lower center", ncol=ncol, frameon=False,
                    fontsize=9 if len(lines) <= 4 else 8)
-    better = "higher" if higher else "lower"
-    caption = f"Mean over seeds, error bars ± 1 std (sample); {common}."
-    caption += rest_note(rest_lines, "settings", f"{better} best {metric} across methods")
-    caption += rest_note([variant_label(v) for v in rest_vars], "methods", f"{better} best {metric}")
+    worse = "lower" if higher else "higher"
+    caption = "Mean over seeds, error bars ± 1 std (sample)" + (f"; {common}." if common else ".")
+    caption += rest_note(rest_lines, "settings", f"{worse} best {metric} across methods")
+    caption += rest_note([variant_label(v) for v in rest_vars], "methods", f"{worse} best {metric}")
     return save_figure(fig, out, stem, title, caption, list(d["run_id"]))
 
 

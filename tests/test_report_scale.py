@@ -142,3 +142,17 @@ def test_results_export_round_trips(store, tmp_path, fmt, capsys):
         assert ((a - b).abs().fillna(0) < 1e-12).all() and (a.isna() == b.isna()).all(), col
     assert set(got["code_version"]) == set(want["code_version"]) and len(set(want["code_version"])) == 2
     assert not math.isnan(float(got["test_acc"].dropna().iloc[0]))
+
+
+def test_index_shows_long_tables_cut_with_a_pointer(tmp_path):
+    from report.html import MAX_INDEX_ROWS, Section, Table, write_html, write_markdown
+    from report.tables import write_table
+    frame = pd.DataFrame({"setting": [f"lr={i}" for i in range(MAX_INDEX_ROWS + 5)], "n": 3})
+    files = write_table(frame, tmp_path / "tables", "big")
+    sec = Section("Big", "big", tables=[Table("big", frame, files)])
+    md = write_markdown([sec], [], tmp_path).read_text()
+    html = write_html([sec], [], tmp_path).read_text()
+    assert f"First {MAX_INDEX_ROWS} of {MAX_INDEX_ROWS + 5} rows; all of them in big.md, big.tex, big.csv" in md
+    assert f"lr={MAX_INDEX_ROWS - 1} " in md and f"lr={MAX_INDEX_ROWS} " not in md
+    assert f"First {MAX_INDEX_ROWS} of" in html
+    assert len((tmp_path / "tables" / "big.md").read_text().splitlines()) == MAX_INDEX_ROWS + 5 + 2  # full file
