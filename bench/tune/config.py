@@ -2,20 +2,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
-from bench.config import SpecError
+from bench.config import SpecError, in_range, parse, satisfies
 from bench.registry import suggest
 
 
 TUNE_KEYS = ("params", "metric", "direction", "n_trials", "sampler", "pruner", "storage", "workers", "executor",
              "study_name")
-METRICS = ("val_acc", "val_loss")
-SAMPLERS = {"tpe": ("seed", "n_startup_trials", "multivariate", "constant_liar"), "random": ("seed",)}
-PRUNERS = {"median": ("n_startup_trials", "n_warmup_steps", "interval_steps"), "none": ()}
-TUNE_EXECUTORS = ("local", "slurm", "submitit-local")
 RUN_HEADS = ("seed", "device", "dataset", "model", "train")
 TUNE_DIR = "tune"
 STALE = "stale"        # user attr of trials failed because their worker died (not counted towards n_trials)
@@ -98,36 +94,61 @@ def _parse_param(path: str, raw: Any) -> Param:
     return Param(path, kind, low=low, high=high, log=log, step=step)
 
 
-def _opt_int(raw: dict, key: str, where: str, lo: int, default: Any) -> Any:
-    v = raw.get(key, default)
-    if v is None and default is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise SpecError(f"{where}.{key}", v, f"an integer >= {lo}")
-    return v
+@dataclass
+class TPESpec:
+    """`tune.sampler` for name: tpe (optuna's TPESampler arguments, passed explicitly: optuna 5 changed defaults)."""
+    seed: Optional[int] = field(default=None, metadata=in_range(0))
+    n_startup_trials: int = field(default=10, metadata=in_range(0))
+    multivariate: bool = False
+    constant_liar: Optional[bool] = None       # default: true with several workers
 
 
-def _opt_bool(raw: dict, key: str, where: str, default: bool) -> bool:
-    v = raw.get(key, default)
-    if not isinstance(v, bool):
-        raise SpecError(f"{where}.{key}", v, "true or false")
-    return v
+@dataclass
+class RandomSpec:
+    seed: Optional[int] = field(default=None, metadata=in_range(0))
 
 
-def _named_section(raw: dict, key: str, options: dict[str, Any], default: str) -> tuple[str, dict]:
-    """`tune.<key>`: a name or {name, ...options of that name}; unknown names and options are SpecErrors."""
+@dataclass
+class MedianSpec:
+    n_startup_trials: int = field(default=5, metadata=in_range(0))
+    n_warmup_steps: int = field(default=0, metadata=in_range(0))
+    interval_steps: int = field(default=1, metadata=in_range(1))
+
+
+@dataclass
+class NoPrunerSpec:
+    pass
+
+
+@dataclass
+class TuneSpec:
+    """The scalar fields of the `tune:` section (`params`, `sampler` and `pruner` are parsed beside it)."""
+    metric: str = field(default="val_acc", metadata=satisfies(lambda m: m in ("val_acc", "val_loss"), (
+        "one of val_acc, val_loss (validation metrics: tuning never reads the test split)")))
+    direction: Optional[Literal["maximize", "minimize"]] = None   # default: maximize val_acc, minimize val_loss
+    n_trials: int = field(default=20, metadata=in_range(1))
+    workers: int = field(default=1, metadata=in_range(1))
+    executor: Literal["local", "slurm", "submitit-local"] = "local"
+    storage: Optional[str] = None
+    study_name: Optional[str] = None
+
+
+SAMPLER_SPECS = {"tpe": TPESpec, "random": RandomSpec}
+PRUNER_SPECS = {"median": MedianSpec, "none": NoPrunerSpec}
+
+
+def _named_section(raw: dict, key: str, options: dict[str, type], default: str) -> dict[str, Any]:
+    """`tune.<key>`: a name or {name, ...options of that name}, the options parsed as that name's dataclass."""
     sec = raw.get(key, {}) or {}
     if isinstance(sec, str):
         sec = {"name": sec}
     if not isinstance(sec, dict):
         raise SpecError(f"tune.{key}", sec, f"a name ({'|'.join(options)}) or a mapping with a name and its options")
-    name = sec.get("name", default)
+    sec = dict(sec)
+    name = sec.pop("name", default)
     if name not in options:
-        raise SpecError(f"tune.{key}.name", name, f"one of {', '.join(options)}")
-    for k in sec:
-        if k != "name" and k not in options[name]:
-            raise SpecError(f"tune.{key}.{k}", k, f"one of name{''.join(', ' + x for x in options[name])} for {name}")
-    return name, sec
+        raise SpecError(f"tune.{key}.name", name, f"one of {', '.join(options)}{suggest(str(name), list(options))}")
+    return {"name": name, **asdict(parse(options[name], sec, f"tune.{key}"))}
 
 
 def parse_tune(raw: Any, spec_name: str, out: Path) -> TuneConfig:
@@ -148,37 +169,15 @@ def parse_tune(raw: Any, spec_name: str, out: Path) -> TuneConfig:
         raise SpecError("tune.params", None, "a non-empty mapping of dotted run paths to search spaces, e.g. "
                                              "train.optimizer.lr: {type: float, low: 1.0e-3, high: 0.3, log: true}")
     params = [_parse_param(str(k), v) for k, v in params_raw.items()]
-    metric = raw.get("metric", "val_acc")
-    if metric not in METRICS:
-        raise SpecError("tune.metric", metric, f"one of {', '.join(METRICS)} (validation metrics: tuning never "
-                                               "reads the test split)")
-    direction = raw.get("direction", "maximize" if metric == "val_acc" else "minimize")
-    if direction not in ("maximize", "minimize"):
-        raise SpecError("tune.direction", direction, "maximize or minimize")
-    n_trials = _opt_int(raw, "n_trials", "tune", 1, 20)
-    workers = _opt_int(raw, "workers", "tune", 1, 1)
-    executor = raw.get("executor", "local")
-    if executor not in TUNE_EXECUTORS:
-        raise SpecError("tune.executor", executor, f"one of {', '.join(TUNE_EXECUTORS)}")
-
-    sname, s_raw = _named_section(raw, "sampler", SAMPLERS, "tpe")
-    sampler: dict[str, Any] = {"name": sname, "seed": _opt_int(s_raw, "seed", "tune.sampler", 0, None)}
-    if sname == "tpe":
-        sampler.update(n_startup_trials=_opt_int(s_raw, "n_startup_trials", "tune.sampler", 0, 10),
-                       multivariate=_opt_bool(s_raw, "multivariate", "tune.sampler", False),
-                       constant_liar=_opt_bool(s_raw, "constant_liar", "tune.sampler", workers > 1))
-
-    pname, p_raw = _named_section(raw, "pruner", PRUNERS, "median")
-    pruner: dict[str, Any] = {"name": pname}
-    if pname == "median":
-        pruner.update(n_startup_trials=_opt_int(p_raw, "n_startup_trials", "tune.pruner", 0, 5),
-                      n_warmup_steps=_opt_int(p_raw, "n_warmup_steps", "tune.pruner", 0, 0),
-                      interval_steps=_opt_int(p_raw, "interval_steps", "tune.pruner", 1, 1))
-
-    study_name = raw.get("study_name") or spec_name
-    if not isinstance(study_name, str):
-        raise SpecError("tune.study_name", study_name, "a string")
-    storage = resolve_storage(raw.get("storage"), Path(out) / spec_name / TUNE_DIR, workers, executor)
+    spec = parse(TuneSpec, {k: v for k, v in raw.items() if k not in ("sampler", "pruner")}, "tune")
+    direction = spec.direction or ("maximize" if spec.metric == "val_acc" else "minimize")
+    sampler = _named_section(raw, "sampler", SAMPLER_SPECS, "tpe")
+    if sampler.get("constant_liar", False) is None:
+        sampler["constant_liar"] = spec.workers > 1
+    pruner = _named_section(raw, "pruner", PRUNER_SPECS, "median")
+    metric, n_trials, workers, executor = spec.metric, spec.n_trials, spec.workers, spec.executor
+    study_name = spec.study_name or spec_name
+    storage = resolve_storage(spec.storage, Path(out) / spec_name / TUNE_DIR, workers, executor)
     return TuneConfig(params=params, metric=metric, direction=direction, n_trials=n_trials, sampler=sampler,
                       pruner=pruner, storage=storage, workers=workers, executor=executor, study_name=study_name)
 
