@@ -39,7 +39,7 @@ METRIC_LABELS = {"test_acc": "test accuracy (%)", "val_acc": "validation accurac
                  "task_em": "task exact match (%)", "forgetting_bpc": "forgetting (Δ bits/char on corpus A)",
                  "train_acc": "train accuracy (%)", "forget_fraction": "forget fraction (% of validation set)"}
 DIGITS = {"forgetting_bpc": 3}  # decimals shown (default 2)
-PERCENT_METRICS = {"test_acc", "val_acc", "train_acc", "task_em", "forget_fraction"}
+PERCENT_METRICS = {"test_acc", "val_acc", "train_acc", "task_em", "forget_fraction", "forget_fraction_peak", "acc_all", "acc_a", "acc_b", "forgetting_acc"}
 
 NOISE_SHORT = {"none": "clean", "symmetric": "sym", "asymmetric": "asym"}
 # config columns that are not part of a "setting" (what differs between rows of one table)

@@ -26,6 +26,7 @@ from scipy import stats
 
 from bench.paper import Claim, Paper, papers
 from bench.results import load_results
+from report.tables import PERCENT_METRICS
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "supported", "contradicted", "inconclusive", "not run"
 # config columns that never define a setting: which spec, which seed, where, and the method itself
@@ -237,7 +238,8 @@ def load_runs(root: str | Path) -> pd.DataFrame:
 
 
 def _side(s) -> str:
-    where = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in s.where.items())
+    where = ", ".join(f"{k.split('.')[-1]}={'|'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                      for k, v in s.where.items())
     return f"{s.method}[{where}]" if where else s.method
 
 
@@ -246,7 +248,7 @@ def verdict_frame(vs: list[Verdict]) -> pd.DataFrame:
     rows = []
     for v in vs:
         c = v.claim
-        scale = 100.0 if "acc" in c.metric or c.metric == "task_em" else 1.0
+        scale = 100.0 if c.metric in PERCENT_METRICS else 1.0
         unit = " (points)" if scale == 100.0 else ""
         op = {"greater": ">", "less": "<", "noninferior": "≥", "equal": "≈"}[c.direction]
         rows.append({"paper": v.paper, "claim": f"{_side(c.a)} − {_side(c.b)} {op} "
