@@ -203,7 +203,33 @@ def apply_overrides(raw: Any, overrides: list[str]) -> Any:
 
 
 def build_spec(raw: Any) -> SweepSpec:
-    """Validate a spec mapping and expand it into runs."""
+    """Validate a spec mapping and expand it into runs: header, axes, run count (before expansion), grid and
+    include runs, exclude, resolution and dedup, then the resources / tune sections."""
+    name, seeds, device = _header(raw)
+    train = raw.get("train", {})
+    parse(TrainConfig, train, "train")  # early, precise errors
+    items = _base_items(raw)
+    grid = _grid(raw)
+    include = _list_of_mappings(raw, "include")
+    _check_run_count(items, seeds, grid, include)
+    raw_runs = _grid_runs(items, seeds, grid, device, train) + _include_runs(items, seeds, include, device, train)
+    exclude = _list_of_mappings(raw, "exclude")
+    runs = _resolve_runs(name, raw_runs, exclude)
+    if not runs:
+        raise SpecError("exclude" if exclude else "grid", exclude or grid, "a spec that leaves at least one run")
+    resources = raw.get("resources", {}) or {}
+    tune = raw.get("tune", {}) or {}
+    for key, val in (("resources", resources), ("tune", tune)):
+        if not isinstance(val, dict):
+            raise SpecError(key, val, "a mapping")
+    spec = SweepSpec(name=name, runs=runs, description=str(raw.get("description") or ""), resources=resources,
+                     tune=tune, source=raw)
+    _check_sections(spec)
+    return spec
+
+
+def _header(raw: Any) -> tuple[str, list[int], str]:
+    """Top-level keys, name, seeds, device and description."""
     if not isinstance(raw, dict):
         raise SpecError("<spec>", raw, f"a mapping with keys {', '.join(TOP_KEYS)}")
     for key in raw:
@@ -226,21 +252,23 @@ def build_spec(raw: Any) -> SweepSpec:
     description = raw.get("description", "")
     if not isinstance(description, (str, type(None))):
         raise SpecError("description", description, "a string")
+    return name, seeds, device
 
-    datasets = _axis(raw, "datasets", default=[{"name": "digits"}])
-    models = _axis(raw, "models", default=[{"name": "small_cnn"}])
-    methods = _axis(raw, "methods", default=None)
-    train = raw.get("train", {})
-    parse(TrainConfig, train, "train")  # early, precise errors
 
-    base_items = {
-        "dataset": [_normalize_named(d, f"datasets[{i}]", None) for i, d in enumerate(datasets)],
-        "model": [_normalize_named(m, f"models[{i}]", "kwargs") for i, m in enumerate(models)],
-        "method": [_normalize_named(m, f"methods[{i}]", "params") for i, m in enumerate(methods)],
-    }
-    for axis, section in (("dataset", "datasets"), ("model", "models"), ("method", "methods")):
-        for i, item in enumerate(base_items[axis]):
+def _base_items(raw: dict) -> dict[str, list[dict]]:
+    """The datasets / models / methods axes, normalised and each entry parsed and name-checked."""
+    axes = {"dataset": ("datasets", None, [{"name": "digits"}]), "model": ("models", "kwargs", [{"name": "small_cnn"}]),
+            "method": ("methods", "params", None)}
+    items = {}
+    for axis, (section, extra, default) in axes.items():
+        items[axis] = [_normalize_named(x, f"{section}[{i}]", extra)
+                       for i, x in enumerate(_axis(raw, section, default=default))]
+        for i, item in enumerate(items[axis]):
             _resolve_part(axis, item, f"{section}[{i}]")
+    return items
+
+
+def _grid(raw: dict) -> dict[str, list]:
     grid = raw.get("grid", {}) or {}
     if not isinstance(grid, dict):
         raise SpecError("grid", grid, "a mapping of dotted run paths (e.g. dataset.noise.rate) to lists of values")
@@ -248,53 +276,67 @@ def build_spec(raw: Any) -> SweepSpec:
         _check_run_path(str(key), f"grid.{key}")
         if not isinstance(values, list) or not values:
             raise SpecError(f"grid.{key}", values, "a non-empty list of values")
-    include = raw.get("include", []) or []
-    if not isinstance(include, list):
-        raise SpecError("include", include, "a list of mappings of dotted run paths to values")
-    n_runs = len(datasets) * len(models) * len(methods) * len(seeds) * math.prod(len(v) for v in grid.values()) \
-        + sum(1 if isinstance(e, dict) and "seed" in e else len(seeds) for e in include)
+    return grid
+
+
+def _list_of_mappings(raw: dict, key: str) -> list[dict]:
+    """`include` / `exclude`: a list of non-empty mappings of dotted run paths to values."""
+    entries = raw.get(key, []) or []
+    if not isinstance(entries, list):
+        raise SpecError(key, entries, "a list of mappings of dotted run paths to values")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not entry:
+            raise SpecError(f"{key}[{i}]", entry, "a non-empty mapping of dotted run paths to values")
+        for k in entry:
+            _check_run_path(str(k), f"{key}[{i}].{k}")
+    return entries
+
+
+def _check_run_count(items: dict[str, list], seeds: list[int], grid: dict[str, list], include: list[dict]) -> None:
+    """The cap on runs, computed from the axis lengths before anything is expanded."""
+    n_runs = math.prod(len(v) for v in items.values()) * len(seeds) * math.prod(len(v) for v in grid.values()) \
+        + sum(1 if "seed" in e else len(seeds) for e in include)
     if n_runs > max_runs():
-        axes = [f"{len(datasets)} datasets", f"{len(models)} models", f"{len(methods)} methods",
-                f"{len(seeds)} seeds"] + [f"{len(v)} values of grid.{k}" for k, v in grid.items()]
+        axes = [f"{len(items['dataset'])} datasets", f"{len(items['model'])} models",
+                f"{len(items['method'])} methods", f"{len(seeds)} seeds"] + \
+            [f"{len(v)} values of grid.{k}" for k, v in grid.items()]
         raise SpecError("grid" if grid else "seeds", f"{n_runs} runs", f"at most {max_runs()} runs per spec "
                         f"({' x '.join(axes)}; FORGETBENCH_MAX_RUNS raises the cap)")
 
-    raw_runs: list[tuple[str, dict]] = []
-    for d, m, meth, seed in itertools.product(*base_items.values(), seeds):
+
+def _grid_runs(items: dict[str, list], seeds: list[int], grid: dict[str, list], device: str,
+               train: dict) -> list[tuple[str, dict]]:
+    """datasets x models x methods x seeds x every grid axis, as (where it came from, raw run)."""
+    out = []
+    for d, m, meth, seed in itertools.product(*items.values(), seeds):
         base = {"seed": seed, "device": device, "dataset": d, "model": m, "method": meth, "train": copy.deepcopy(train)}
         for combo in itertools.product(*[[(k, v) for v in vals] for k, vals in grid.items()]):
             run = copy.deepcopy(base)
-            where = []
             for k, v in combo:
                 set_path(run, k, copy.deepcopy(v))
-                where.append(f"grid.{k}={v!r}")
-            raw_runs.append((", ".join(where), run))
+            out.append((", ".join(f"grid.{k}={v!r}" for k, v in combo), run))
+    return out
 
+
+def _include_runs(items: dict[str, list], seeds: list[int], include: list[dict], device: str,
+                  train: dict) -> list[tuple[str, dict]]:
+    """Extra runs: the first dataset / model / method with the entry's paths set (all seeds unless it names one)."""
+    out = []
+    extra = {"dataset": None, "model": "kwargs", "method": "params"}
     for i, entry in enumerate(include):
-        if not isinstance(entry, dict) or not entry:
-            raise SpecError(f"include[{i}]", entry, "a non-empty mapping of dotted run paths to values")
-        for k in entry:
-            _check_run_path(str(k), f"include[{i}].{k}")
-        entry_seeds = [entry["seed"]] if "seed" in entry else seeds
-        for seed in entry_seeds:
-            run = {"seed": seed, "device": device, "dataset": base_items["dataset"][0], "model": base_items["model"][0],
-                   "method": base_items["method"][0], "train": copy.deepcopy(train)}
-            run = copy.deepcopy(run)
+        for seed in ([entry["seed"]] if "seed" in entry else seeds):
+            run = copy.deepcopy({"seed": seed, "device": device, "dataset": items["dataset"][0],
+                                 "model": items["model"][0], "method": items["method"][0], "train": train})
             for k, v in entry.items():
-                if k in ("dataset", "model", "method"):
-                    v = _normalize_named(v, f"include[{i}].{k}", {"dataset": None, "model": "kwargs", "method": "params"}[k])
+                if k in extra:
+                    v = _normalize_named(v, f"include[{i}].{k}", extra[k])
                 set_path(run, k, copy.deepcopy(v))
-            raw_runs.append((f"include[{i}]", run))
+            out.append((f"include[{i}]", run))
+    return out
 
-    exclude = raw.get("exclude", []) or []
-    if not isinstance(exclude, list):
-        raise SpecError("exclude", exclude, "a list of mappings of dotted run paths to values")
-    for i, entry in enumerate(exclude):
-        if not isinstance(entry, dict) or not entry:
-            raise SpecError(f"exclude[{i}]", entry, "a non-empty mapping of dotted run paths to values")
-        for k in entry:
-            _check_run_path(str(k), f"exclude[{i}].{k}")
 
+def _resolve_runs(name: str, raw_runs: list[tuple[str, dict]], exclude: list[dict]) -> list[RunConfig]:
+    """Parse every raw run, drop the excluded and the duplicates (same id); an exclude key no run has is an error."""
     runs: list[RunConfig] = []
     seen: set[str] = set()
     unused = {(i, k) for i, entry in enumerate(exclude) for k in entry}
@@ -312,17 +354,7 @@ def build_spec(raw: Any) -> SweepSpec:
         i, k = min(unused)
         raise SpecError(f"exclude[{i}].{k}", k, "a dotted path to a field of the resolved run config (e.g. "
                                                 "dataset.noise.rate, method.params.<name>): no run has this field")
-    if not runs:
-        raise SpecError("exclude" if exclude else "grid", exclude or grid, "a spec that leaves at least one run")
-    resources = raw.get("resources", {}) or {}
-    tune = raw.get("tune", {}) or {}
-    for key, val in (("resources", resources), ("tune", tune)):
-        if not isinstance(val, dict):
-            raise SpecError(key, val, "a mapping")
-    spec = SweepSpec(name=name, runs=runs, description=str(raw.get("description") or ""), resources=resources,
-                     tune=tune, source=raw)
-    _check_sections(spec)
-    return spec
+    return runs
 
 
 def max_runs() -> int:
@@ -348,7 +380,7 @@ def _check_device(device: Any, path: str) -> None:
 
 def _check_seed(seed: Any, path: str) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
-        raise SpecError(path, seed, f"a non-negative integer below 2**63 - 1")
+        raise SpecError(path, seed, "a non-negative integer below 2**63 - 1")
 
 
 def _has_path(run: dict, key: str) -> bool:
