@@ -74,50 +74,70 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
             if old.is_file() and old.suffix in {".png", ".pdf", ".md", ".tex", ".csv"}:
                 old.unlink()
     store = load_store(results_dir)
+    header = _header(results_dir, store)
+    sections = [verdict_section(results_dir, tdir, _verdict_rows(store.runs))]
     ref = load_reference()
+    sections += [paper_section(store, paper, ref, tdir, fdir) for paper in papers()]
+    sections.append(generic_section(store, tdir, fdir))
+    write_markdown(sections, header, out_dir)
+    path = write_html(sections, header, out_dir)
+    print(f"report: {path.resolve()} (and {out_dir / 'index.md'}; tables in {tdir}, figures in {fdir})")
+    return path
+
+
+def _header(results_dir: Path, store) -> list[str]:
     runs = store.runs
     n_done = int((runs["status"] == "done").sum()) if not runs.empty else 0
-    failed = runs[runs["status"] != "done"] if not runs.empty else runs
+    n_failed = int((runs["status"] != "done").sum()) if not runs.empty else 0
     shas = sorted(set(runs["git_sha"].astype(str))) if not runs.empty else []
-    header = [f"Results store: {results_dir.resolve()}",
-              f"Generated: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-              f"Runs: {n_done} done, {len(failed)} failed; specs: {', '.join(sorted(store.sweeps)) or 'none'}",
-              f"Git sha of the runs: {', '.join(shas) or 'n/a'}",
-              "Units: accuracies in %, Δ = measured − published in accuracy points; ± = sample std over seeds "
-              "(ddof=1); n = number of seeds. 'not run' = no finished run in the store."]
-    # the verdicts read the same rows, with the registered method names (the store's `method` is the paper's row)
-    vruns = None
-    if not runs.empty:  # text columns as one object block: the engine's per-setting row selection is ~2x faster
-        vruns = runs.assign(method=runs["method_name"])
-        vruns = vruns.drop(columns=[c for c in vruns.columns if c.startswith(REPORT_ONLY)])  # narrower: faster
-        vruns = vruns.astype({c: object for c in vruns.columns if isinstance(vruns[c].dtype, pd.StringDtype)})
-    sections: list[Section] = [verdict_section(results_dir, tdir, vruns)]
-    header.append(f"Code versions of the finished runs: {code_version_note(store.done) or 'n/a'}")
-    for paper in papers():
-        pt = paper_tables(store, paper, ref)
-        sec = Section(paper.title, paper.key, intro=[paper.intro], notes=pt.notes, claims=pt.claims)
-        disp = display_frame(pt.long, paper)
-        files = write_table(disp, tdir, paper.key, csv_frame=csv_frame(pt.long, paper),
-                            caption=f"{paper.title}: measured vs published")
-        for i, (name, grid) in enumerate(pt.layouts.items(), 1):
-            stem = f"{paper.key}_layout_{i}"
-            sec.tables.append(Table(f"Paper layout: {name}", grid, write_table(grid, tdir, stem, caption=name)))
-        pruns = store.done[store.done["paper"] == paper.key] if not store.done.empty else store.done
-        vnote = code_version_note(pruns)
-        for t in sec.tables:
-            t.note = vnote
-        sec.tables.append(Table("All rows: measured vs published, with sources", disp, files, note=vnote))
-        prov = _provenance(pt.long)
-        if not prov.empty:
-            (tdir / f"{paper.key}_provenance.md").write_text(to_markdown(prov) + "\n")
-            prov.to_csv(tdir / f"{paper.key}_provenance.csv", index=False)
-            sec.provenance = Table("Provenance (spec, run ids, git sha, device)", prov,
-                                   {"md": tdir / f"{paper.key}_provenance.md",
-                                    "csv": tdir / f"{paper.key}_provenance.csv"})
-        if paper.figures:
-            sec.figures, sec.skipped = importlib.import_module(paper.figures).figures(store, fdir)
-        sections.append(sec)
-    # any sweep: a table and two figures per spec
+    return [f"Results store: {results_dir.resolve()}",
+            f"Generated: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+            f"Runs: {n_done} done, {n_failed} failed; specs: {', '.join(sorted(store.sweeps)) or 'none'}",
+            f"Git sha of the runs: {', '.join(shas) or 'n/a'}",
+            "Units: accuracies in %, Δ = measured − published in accuracy points; ± = sample std over seeds "
+            "(ddof=1); n = number of seeds. 'not run' = no finished run in the store.",
+            f"Code versions of the finished runs: {code_version_note(store.done) or 'n/a'}"]
+
+
+def _verdict_rows(runs: pd.DataFrame) -> pd.DataFrame | None:
+    """The store's rows as the verdict engine reads them: registered method names (the store's `method` is the
+    paper's row), report-only columns dropped, text columns as one object block (its row selection is ~2x faster)."""
+    if runs.empty:
+        return None
+    vruns = runs.assign(method=runs["method_name"])
+    vruns = vruns.drop(columns=[c for c in vruns.columns if c.startswith(REPORT_ONLY)])
+    return vruns.astype({c: object for c in vruns.columns if isinstance(vruns[c].dtype, pd.StringDtype)})
+
+
+def paper_section(store, paper, ref: pd.DataFrame, tdir: Path, fdir: Path) -> Section:
+    """One paper: its layouts, all rows measured vs published, provenance and its own figures."""
+    pt = paper_tables(store, paper, ref)
+    sec = Section(paper.title, paper.key, intro=[paper.intro], notes=pt.notes, claims=pt.claims)
+    disp = display_frame(pt.long, paper)
+    files = write_table(disp, tdir, paper.key, csv_frame=csv_frame(pt.long, paper),
+                        caption=f"{paper.title}: measured vs published")
+    for i, (name, grid) in enumerate(pt.layouts.items(), 1):
+        stem = f"{paper.key}_layout_{i}"
+        sec.tables.append(Table(f"Paper layout: {name}", grid, write_table(grid, tdir, stem, caption=name)))
+    pruns = store.done[store.done["paper"] == paper.key] if not store.done.empty else store.done
+    vnote = code_version_note(pruns)
+    for t in sec.tables:
+        t.note = vnote
+    sec.tables.append(Table("All rows: measured vs published, with sources", disp, files, note=vnote))
+    prov = _provenance(pt.long)
+    if not prov.empty:
+        (tdir / f"{paper.key}_provenance.md").write_text(to_markdown(prov) + "\n")
+        prov.to_csv(tdir / f"{paper.key}_provenance.csv", index=False)
+        sec.provenance = Table("Provenance (spec, run ids, git sha, device)", prov,
+                               {"md": tdir / f"{paper.key}_provenance.md",
+                                "csv": tdir / f"{paper.key}_provenance.csv"})
+    if paper.figures:
+        sec.figures, sec.skipped = importlib.import_module(paper.figures).figures(store, fdir)
+    return sec
+
+
+def generic_section(store, tdir: Path, fdir: Path) -> Section:
+    """Every spec in the store, whatever the paper: a table and two figures per spec, data notes, failures."""
     gsec = Section("All sweeps (generic)", "generic",
                    intro=["Every spec in the store, whatever the paper: mean ± sample std over seeds per method "
                           "and setting, test accuracy per method, and validation accuracy per epoch."])
@@ -131,24 +151,28 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
         sweep = store.sweeps.get(spec, {})
         desc = (sweep.get("spec") or {}).get("description", "")
         gsec.tables.append(Table(f"{spec}{': ' + desc if desc else ''}", shown, files, note=code_version_note(d)))
-        cols = ["data_note", "dataset", "n_train", "n_val", "n_test", "device_str", "git_sha"]
-        u = d[[c for c in cols if c in d]].drop_duplicates()
-        u = u[u["n_train"].notna()] if "n_train" in u else u.iloc[0:0]
-        notes = sorted({f"{spec}: {r['data_note']} ({r['dataset']}): {int(r['n_train'])} train, {int(r['n_val'])} "
-                        f"val, {int(r['n_test'])} test; devices {r['device_str']}; git {r['git_sha']}"
-                        for r in u.to_dict("records")})
-        gsec.notes += _capped(notes, f"{spec}: data/device/git combinations")
-        no_log = sum(not os.path.isfile(os.path.join(str(rd), METRICS)) for rd in d["run_dir"])
-        if no_log:
-            gsec.notes.append(f"{spec}: {no_log} of {len(d)} finished runs have no per-epoch log ({METRICS}): "
-                              "their final numbers are in the tables, they are not in the per-epoch curves")
+        gsec.notes += _data_notes(spec, d)
     gsec.figures, gsec.skipped = plots.generic_figures(store, fdir)
+    runs = store.runs
+    failed = runs[runs["status"] != "done"] if not runs.empty else runs
     if not failed.empty:
         gsec.notes += _capped([f"FAILED {r['spec']}/{r['run_id']} ({r['method']}, seed {r['seed']}): "
                                f"{r.get('reason')}" for r in failed.head(MAX_FAILED + 1).to_dict("records")],
                               "failed runs (see `forgetbench status`)", total=len(failed), limit=MAX_FAILED)
-    sections.append(gsec)
-    write_markdown(sections, header, out_dir)
-    path = write_html(sections, header, out_dir)
-    print(f"report: {path.resolve()} (and {out_dir / 'index.md'}; tables in {tdir}, figures in {fdir})")
-    return path
+    return gsec
+
+
+def _data_notes(spec: str, d: pd.DataFrame) -> list[str]:
+    """Data / device / git combinations of one spec's finished runs, and how many lack a per-epoch log."""
+    cols = ["data_note", "dataset", "n_train", "n_val", "n_test", "device_str", "git_sha"]
+    u = d[[c for c in cols if c in d]].drop_duplicates()
+    u = u[u["n_train"].notna()] if "n_train" in u else u.iloc[0:0]
+    notes = sorted({f"{spec}: {r['data_note']} ({r['dataset']}): {int(r['n_train'])} train, {int(r['n_val'])} "
+                    f"val, {int(r['n_test'])} test; devices {r['device_str']}; git {r['git_sha']}"
+                    for r in u.to_dict("records")})
+    out = _capped(notes, f"{spec}: data/device/git combinations")
+    no_log = sum(not os.path.isfile(os.path.join(str(rd), METRICS)) for rd in d["run_dir"])
+    if no_log:
+        out.append(f"{spec}: {no_log} of {len(d)} finished runs have no per-epoch log ({METRICS}): "
+                   "their final numbers are in the tables, they are not in the per-epoch curves")
+    return out

@@ -15,16 +15,15 @@ MIN_DROP = 0.005     # best − final validation accuracy (fraction) above which
 
 def curve_stats(rows: list[dict]) -> dict | None:
     """Best-val epoch, last epoch, best − final val accuracy, forget-fraction peak and its value one epoch
-    before the end, from one run's per-epoch history (None when it has no validation curve)."""
-    ep = [r for r in rows if "epoch" in r and r.get("val_acc") is not None]
+    before the end, from one run's per-epoch base-run history (None when it has none: e.g. a student's log)."""
+    ep = [r for r in rows if "epoch" in r and r.get("val_acc") is not None and "forget_fraction" in r]  # base runs
     if len(ep) < 2:
         return None
     val = np.array([r["val_acc"] for r in ep], dtype=float)
     ff = np.array([r.get("forget_fraction", np.nan) for r in ep], dtype=float)
     best = int(np.argmax(val))
     return {"best_epoch": int(ep[best]["epoch"]), "last_epoch": int(ep[-1]["epoch"]),
-            "drop": float(val[best] - val[-1]), "ff_peak": float(np.nanmax(ff[:-1])) if np.isfinite(ff[:-1]).any()
-            else float("nan"), "ff_late": float(ff[-2]) if len(ff) > 1 else float("nan")}
+            "drop": float(val[best] - val[-1]), "ff_peak": float(ff[:-1].max()), "ff_late": float(ff[-2])}
 
 
 def regime(name: str, runs: pd.DataFrame) -> str:
@@ -44,8 +43,8 @@ def regime(name: str, runs: pd.DataFrame) -> str:
     drop = np.mean([s["drop"] for s in stats])
     best = np.median([s["best_epoch"] for s in stats])
     last = stats[0]["last_epoch"]
-    peak = np.nanmean([s["ff_peak"] for s in stats])
-    late = np.nanmean([s["ff_late"] for s in stats])
+    peak = float(np.mean([s["ff_peak"] for s in stats]))
+    late = float(np.mean([s["ff_late"] for s in stats]))
     where = (f"val acc best at epoch {best:g}/{last} ({drop * 100:.1f} pt above the end); forget fraction "
              f"peak {peak * 100:.1f}%, {late * 100:.1f}% one epoch before the end (n={len(stats)})")
     if drop >= MIN_DROP:
