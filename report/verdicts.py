@@ -147,6 +147,7 @@ def judge(paper: Paper, claim: Claim, runs: pd.DataFrame, *, ci: str = "t", regi
     keys = setting_keys(sides["a"], sides["b"])
     across = {_col(p) for p in claim.across}
     varying = [c for c in keys if _text(both[c]).nunique() > 1]
+    own = {n: _own_params(sides[n], keys) for n in ("a", "b")}
     out = []
     a_side = sides["a"].assign(**{f"_k{i}": _text(sides["a"][c]) for i, c in enumerate(keys)})
     b_keys = [c for c in keys if c not in across]
@@ -161,13 +162,40 @@ def judge(paper: Paper, claim: Claim, runs: pd.DataFrame, *, ci: str = "t", regi
         b_rows = b_groups.get(want, sides["b"].iloc[0:0]) if b_keys else sides["b"]
         label = ", ".join(f"{c.removeprefix('config.')}={v}" for c, v in zip(keys, skey) if c in varying) or \
             ", ".join(f"{c}={v}" for c, v in zip(keys, skey) if c in ("dataset", "model"))
-        out.append(_verdict(paper, claim, label, a_rows, b_rows, ci, regime))
+        for a_label, a_var in _variants(a_rows, own["a"]):          # e.g. KF's window, know_shrink's factor
+            for b_label, b_var in _variants(b_rows, own["b"]):
+                lab = "; ".join(x for x in (label, a_label and f"{claim.a.method} {a_label}",
+                                            b_label and f"{claim.b.method} {b_label}") if x)
+                out.append(_verdict(paper, claim, lab, a_var, b_var, ci, regime))
+    return out
+
+
+def _own_params(side: pd.DataFrame, keys: list[str]) -> list[str]:
+    """Method parameters of one side that vary across its runs and are not part of the setting (its variants)."""
+    return [c for c in side.columns if c.startswith("config.method.") and c not in keys
+            and side[c].notna().any() and _text(side[c]).nunique() > 1]
+
+
+def _variants(rows: pd.DataFrame, own: list[str]) -> list[tuple[str, pd.DataFrame]]:
+    """(label, rows) per combination of the side's own varying parameters; one unlabelled group without any."""
+    if not own or rows.empty:
+        return [("", rows)]
+    text = rows.assign(**{f"_v{i}": _text(rows[c]) for i, c in enumerate(own)})
+    out = []
+    for vals, g in text.groupby([f"_v{i}" for i in range(len(own))], sort=False):
+        vals = vals if isinstance(vals, tuple) else (vals,)
+        out.append((", ".join(f"{c.rsplit('.', 1)[-1]}={v}" for c, v in zip(own, vals)),
+                    g.drop(columns=[f"_v{i}" for i in range(len(own))])))
     return out
 
 
 def _text(col: pd.Series) -> pd.Series:
     """Values as comparable strings, missing ones as '' (pandas' str dtype keeps NaN, and groupby drops it)."""
-    return col.map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)).astype(object)
+    def text(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        return format(v, "g") if isinstance(v, float) else str(v)   # 1.0 (a column with gaps) reads as 1
+    return col.map(text).astype(object)
 
 
 def setting_keys(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:

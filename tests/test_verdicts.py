@@ -123,3 +123,20 @@ def test_verdict_table_lists_every_claim_of_every_paper(tmp_path):
     assert set(table["paper"]) == {p.key for p in papers()}
     row = table[table["claim"].str.startswith("kf_inf − naive")].iloc[0]
     assert row["verdict"] == SUPPORTED and row["effect [95% CI]"].startswith("+2.50 [")
+
+
+def test_variants_of_a_side_get_their_own_rows(tmp_path):
+    """Two KF windows in one setting are two comparisons, not one mixed up (one run per seed each)."""
+    root = tmp_path
+    spec = build_spec({"name": "syn", "seeds": [0, 1, 2], "methods": ["naive", {"name": "kf_inf", "window": 1},
+                                                                      {"name": "kf_inf", "window": 2}],
+                       "datasets": [{"name": "digits", "noise": {"kind": "symmetric", "rate": 0.4}}]})
+    gain = {1: 0.05, 2: -0.05}
+    for run in spec.runs:
+        acc = 0.6 + run.seed * 0.01 + (gain[run.method.params["window"]] if run.method.name == "kf_inf" else 0)
+        atomic_write_json(root / "syn" / run_id(run) / "result.json",
+                          {"run_id": run_id(run), "spec": "syn", "config": to_dict(run), "status": "done",
+                           "metrics": {"test_acc": acc}})
+    vs = judge(FMN, CLAIM, load_runs(root))
+    by = {v.setting.rsplit("window=", 1)[-1]: v.verdict for v in vs}
+    assert by == {"1": SUPPORTED, "2": CONTRADICTED}
