@@ -194,7 +194,7 @@ def _text(col: pd.Series) -> pd.Series:
     def text(v: Any) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return ""
-        return format(v, "g") if isinstance(v, float) else str(v)   # 1.0 (a column with gaps) reads as 1
+        return format(v, ".12g") if isinstance(v, float) else str(v)   # 1.0 (a column with gaps) reads as 1
     return col.map(text).astype(object)
 
 
