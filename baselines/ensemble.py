@@ -25,6 +25,7 @@ from bench.config import RunConfig
 from bench.method import Method, MethodResult, RunContext, Training, base_training, register_method
 from bench.stages import base_run, build_model_for
 from bench.train import predict
+from bench.batched import BatchingUnsupported, batched_base_runs
 
 
 def member_seeds(seed: int, k: int) -> list[int]:
@@ -57,7 +58,6 @@ class Ensemble(Method):
         seeds = member_seeds(ctx.config.seed, self.params.k)
         batched = False
         if self.params.batched:
-            from bench.batched import BatchingUnsupported, batched_base_runs
             try:
                 bases, batched = batched_base_runs(ctx, seeds), True
             except BatchingUnsupported:

@@ -13,6 +13,8 @@ import math
 from typing import Any, Callable
 
 from bench.config import DataConfig, ModelConfig, SpecError
+from bench.data.registry import LOADERS, resolve_root
+from bench.models import HARNESS_ARGS, MODEL_FAMILIES, MODELS, build_timm
 from bench.registry import Registry, suggest
 
 # Number of classes of the built-in sources, for range checks of `dataset.classes` (others: checked at load).
@@ -32,7 +34,6 @@ MODEL_CHECKS: Registry[Callable[[str, dict, str], None]] = Registry("model check
 # ------------------------------------------------------------------------------------------------ data
 def check_data(cfg: DataConfig, path: str) -> None:
     """Root exists (unless it will be downloaded), class list in range, train/val sizes leave non-empty splits."""
-    from bench.data.registry import LOADERS, resolve_root
 
     if cfg.root is not None:
         if not cfg.root.strip() or "\0" in cfg.root:
@@ -77,7 +78,6 @@ def check_data(cfg: DataConfig, path: str) -> None:
 # ------------------------------------------------------------------------------------------------ models
 def check_model(cfg: ModelConfig, path: str) -> None:
     """kwargs against the builder's signature (registered models), a family's own check, timm kwargs."""
-    from bench.models import MODEL_FAMILIES, MODELS
 
     for family in MODEL_FAMILIES:
         if MODEL_FAMILIES.get(family).accepts(cfg.name):
@@ -95,17 +95,16 @@ def check_model(cfg: ModelConfig, path: str) -> None:
 
 @functools.lru_cache(maxsize=256)
 def _check_registered(name: str, kwargs_json: str, path: str) -> None:
-    from bench.models import _HARNESS_ARGS, MODELS
 
     kwargs = json.loads(kwargs_json)
     builder = MODELS.get(name)
     params = inspect.signature(builder).parameters
     open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    accepted = [p for p, v in params.items() if p not in _HARNESS_ARGS and v.kind is not inspect.Parameter.VAR_KEYWORD]
+    accepted = [p for p, v in params.items() if p not in HARNESS_ARGS and v.kind is not inspect.Parameter.VAR_KEYWORD]
     hints = _hints(builder)
     for k, v in kwargs.items():
-        if k not in params or k in _HARNESS_ARGS:
-            if open_kwargs and k not in _HARNESS_ARGS:
+        if k not in params or k in HARNESS_ARGS:
+            if open_kwargs and k not in HARNESS_ARGS:
                 continue
             raise SpecError(f"{path}.kwargs.{k}", k, f"one of {', '.join(accepted) or '(none)'} for model {name!r}"
                             f"{suggest(str(k), accepted)} (unknown key)")
@@ -115,10 +114,9 @@ def _check_registered(name: str, kwargs_json: str, path: str) -> None:
 
 @functools.lru_cache(maxsize=64)
 def _check_timm(name: str, kwargs_json: str, path: str) -> None:
-    from bench.models import _build_timm
 
     kwargs = json.loads(kwargs_json)
-    _meta_build(lambda: _build_timm(name[len("timm:"):], kwargs, num_classes=10, in_chans=3, img_size=32),
+    _meta_build(lambda: build_timm(name[len("timm:"):], kwargs, num_classes=10, in_chans=3, img_size=32),
                 path, strict=False)
 
 

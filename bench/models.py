@@ -35,7 +35,7 @@ class ModelFamily:
 
 
 MODEL_FAMILIES: Registry[ModelFamily] = Registry("model family")
-_HARNESS_ARGS = ("num_classes", "in_chans", "img_size")
+HARNESS_ARGS = ("num_classes", "in_chans", "img_size")
 
 
 # ----------------------------------------------------------------------------------------- small_cnn
@@ -112,12 +112,12 @@ def build_model(cfg: ModelConfig, *, num_classes: int, in_chans: int, img_size: 
     """The model named by `cfg` (registered name or `timm:<name>`), randomly initialised from the global RNG."""
     name, kwargs = cfg.name, dict(cfg.kwargs)
     if name.startswith("timm:"):
-        return _build_timm(name[len("timm:"):], kwargs, num_classes=num_classes, in_chans=in_chans, img_size=img_size)
+        return build_timm(name[len("timm:"):], kwargs, num_classes=num_classes, in_chans=in_chans, img_size=img_size)
     if name not in MODELS:
         names = MODELS.names()
         raise SpecError("model.name", name, f"one of {', '.join(names)} or timm:<name>{suggest(name, names)}")
     builder = MODELS.get(name)
-    accepted = [p for p in inspect.signature(builder).parameters if p not in _HARNESS_ARGS]
+    accepted = [p for p in inspect.signature(builder).parameters if p not in HARNESS_ARGS]
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:
         raise SpecError("model.kwargs", kwargs, f"keys among {', '.join(accepted) or '(none)'} for model {name!r} "
@@ -132,14 +132,14 @@ def init_model(cfg: ModelConfig, *, num_classes: int, in_chans: int, img_size: i
         return build_model(cfg, num_classes=num_classes, in_chans=in_chans, img_size=img_size)
 
 
-def _build_timm(arch: str, kwargs: dict[str, Any], *, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+def build_timm(arch: str, kwargs: dict[str, Any], *, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
     """timm.create_model(arch, pretrained=False, num_classes, in_chans, img_size if the model takes it, **kwargs)."""
     import timm
 
     if not timm.is_model(arch):
         options = timm.list_models()
         raise SpecError("model.name", f"timm:{arch}", f"a timm model name after 'timm:'{suggest(arch, options)}")
-    clash = [k for k in kwargs if k in (*_HARNESS_ARGS, "pretrained")]
+    clash = [k for k in kwargs if k in (*HARNESS_ARGS, "pretrained")]
     if clash:
         raise SpecError("model.kwargs", kwargs, f"keys other than {', '.join(clash)}: the harness sets "
                         "num_classes/in_chans/img_size from the dataset and always builds with pretrained=False")
@@ -165,4 +165,4 @@ def _timm_accepted(arch: str, message: str) -> str:
         return f"keyword arguments that timm's {arch} accepts ({message})"
     params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
     return (f"keyword arguments of timm's {cls.__name__} (unknown: {m.group(2)!r}{suggest(m.group(2), params)}): "
-            f"{', '.join(p for p in params if p not in (*_HARNESS_ARGS, 'pretrained'))}")
+            f"{', '.join(p for p in params if p not in (*HARNESS_ARGS, 'pretrained'))}")

@@ -14,6 +14,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
+from bench.store import atomic_write_bytes
 
 TRUST_REMOTE_CODE_ENV = "FORGETBENCH_TRUST_REMOTE_CODE"
 TRUST_REMOTE_CODE_FLAG = "--trust-remote-code"
@@ -46,7 +47,6 @@ def hash_sidecar(path: Path) -> Path:
 
 def record_hash(path: Path) -> str:
     """Write `path`'s sha256 next to it (atomically, owner-only permissions); return the hash."""
-    from bench.store import atomic_write_bytes
     digest = sha256_file(path)
     side = hash_sidecar(path)
     atomic_write_bytes(side, (digest + "\n").encode())

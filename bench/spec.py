@@ -22,6 +22,9 @@ from bench.config import (SEED_LIMIT, DataConfig, MethodConfig, ModelConfig, Run
 from bench.ids import canonical_json, run_id  # noqa: F401  (re-exported: the spec's run ids)
 from bench.registry import suggest
 from bench.tune.config import TuneConfig, parse_tune
+from bench.slurm import parse_resources
+from bench.names import check_dataset, check_method, check_model, method_params
+from bench.checks import check_data, check_model as check_model_config
 
 TOP_KEYS = ("name", "description", "seeds", "device", "datasets", "models", "methods", "train", "grid",
             "include", "exclude", "resources", "tune")
@@ -366,7 +369,6 @@ def max_runs() -> int:
 
 def _check_sections(spec: SweepSpec) -> None:
     """`resources:` and `tune:` are validated whatever the command (unknown keys are errors, not ignored)."""
-    from bench.slurm import parse_resources
     parse_resources(spec.resources)
     if spec.tune:
         cfg = parse_tune(spec.tune, spec.name, Path("results"))
@@ -455,9 +457,7 @@ def _matches(run: dict, key: str, value: Any) -> bool:
 
 def _resolve_part(axis: str, item: dict, path: str) -> Any:
     """Parse and name-check one dataset / model / method entry; errors carry `path`."""
-    from bench.names import check_dataset, check_method, check_model, method_params
 
-    from bench.checks import check_data, check_model as check_model_config
 
     cls = {"dataset": DataConfig, "model": ModelConfig, "method": MethodConfig}[axis]
     obj = parse(cls, item, path)

@@ -21,6 +21,7 @@ from bench.paper import papers  # noqa: E402
 from bench.store import METRICS  # noqa: E402
 
 from report.tables import (Store, _key, dataset_label, metric_scale, noise_label, setting_columns, variant_label, varying_columns)
+from report.tables import METRIC_LABELS
 
 DPI = 150
 MAX_LINES = 8      # lines (curves, bar colours, points) per axes: the best ones; the rest named in the caption
@@ -166,7 +167,6 @@ def draw_band(ax, runs: pd.DataFrame, curves: pd.DataFrame, metric: str, label: 
 
 
 def label_metric(metric: str) -> str:
-    from report.tables import METRIC_LABELS
     return METRIC_LABELS.get(metric, metric)
 
 

@@ -20,6 +20,8 @@ from tqdm.auto import tqdm
 
 from bench.config import RunConfig
 from bench.executors.base import EXECUTORS, group_runs, run_group, run_threads
+from bench.ids import run_id
+from bench.store import RESULT, read_json, run_dir
 
 
 @EXECUTORS.register("inline")
@@ -119,8 +121,6 @@ def _stop_workers(pool: ProcessPoolExecutor, futures: Any) -> None:
 
 def interrupted_message(signame: str, runs: list[RunConfig], out: Path) -> str:
     """One line: how many of `runs` have a final result now, and that rerunning resumes the others."""
-    from bench.ids import run_id
-    from bench.store import RESULT, read_json, run_dir
     finished = 0
     for r in runs:
         res = read_json(run_dir(Path(out), r.spec, run_id(r)) / RESULT)

@@ -28,6 +28,10 @@ from bench.executors.base import EXECUTORS, group_runs, pinned_threads, run_thre
 from bench.slurm import ACTIVE_STATES, parse_resources, slurm_executor_params, squeue_states
 from bench.ids import run_id
 from bench.store import RESULT, SWEEP, atomic_write_json, read_json, read_jsonl, run_state
+from bench.runner import execute_run
+from bench.device import resolve_device
+from bench.stages import DONE, base_key, stage_dir
+from bench.slurm import available
 
 try:
     import submitit
@@ -62,7 +66,6 @@ class RunsJob(Checkpointable):
     def _run_all(self, jid: str, restarts: str) -> list[dict[str, Any]]:
         import torch
 
-        from bench.runner import execute_run
         runs = [r for g in self.groups for r in g]
         _log(f"job {jid} attempt {self.attempt}" + (f" (SLURM_RESTART_COUNT={restarts})" if "SLURM_JOB_ID" in
                                                      os.environ else "") + f" on {socket.gethostname()}: "
@@ -95,8 +98,6 @@ def _base_progress(run: RunConfig, out: str) -> int:
     try:
         from types import SimpleNamespace
 
-        from bench.device import resolve_device
-        from bench.stages import DONE, base_key, stage_dir
         sdir = stage_dir(Path(out) / "_stages", "base",
                          base_key(SimpleNamespace(config=run, device=resolve_device(run.device))))
         if (sdir / DONE).is_file() or not (sdir / "last.pt").is_file():
@@ -239,7 +240,6 @@ class SlurmExecutor(_SubmititExecutor):
 
     def __init__(self, workers: int = 2, resources: dict | None = None, **kw: Any) -> None:
         super().__init__(workers, resources, **kw)
-        from bench.slurm import available
         if not available():
             raise SpecError("--executor", "slurm", "an executor that can run here: the SLURM client commands "
                             "(sbatch, squeue, srun) are missing; start a one-node cluster with "

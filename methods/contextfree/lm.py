@@ -23,6 +23,8 @@ from torch import nn
 from bench.config import ModelConfig, SpecError, TrainConfig
 from bench.models import MODEL_FAMILIES, ModelFamily
 from bench.seeding import derive_seed, generator
+from bench.security import TRUST_REMOTE_CODE_FLAG, remote_code_allowed
+from bench.train import NonFiniteLoss, lr_factor, make_optimizer
 
 LM_MODELS = ("tiny_lm",)      # plus "hf:<local directory>"
 HF_PREFIX = "hf:"
@@ -147,7 +149,6 @@ HF_KWARGS: dict[str, str] = {
 def check_hf_kwargs(kwargs: dict[str, Any], path: str = "model.kwargs") -> None:
     """Validate an `hf:` model's kwargs (SpecError naming the field): only HF_KWARGS, with allowed values;
     `trust_remote_code: true` only when the user passed --trust-remote-code (bench.security)."""
-    from bench.security import TRUST_REMOTE_CODE_FLAG, remote_code_allowed
     for k, v in kwargs.items():
         if k not in HF_KWARGS:
             raise SpecError(f"{path}.{k}", k, f"one of {', '.join(HF_KWARGS)} (unknown key for an {HF_PREFIX} model)")
@@ -466,7 +467,6 @@ def train_lm(model: nn.Module, loss_fn: Callable[[int], tuple[torch.Tensor, dict
     """`steps` AdamW/Adam/SGD steps (bench.train.make_optimizer, no decay on 1-d params) with the per-step lr
     multiplier bench.train.lr_factor(recipe.schedule, step, steps, warmup_steps); `loss_fn(step)` returns the
     loss and floats to log. Gradient clipping from recipe.grad_clip. Returns the last logged row."""
-    from bench.train import NonFiniteLoss, lr_factor, make_optimizer
     opt = make_optimizer(model, recipe.optimizer, decay_norm_and_bias=False)
     base = [g["lr"] for g in opt.param_groups]
     model.train()
