@@ -132,3 +132,17 @@ def test_smoke_sweep_covers_every_method_and_demo_is_a_subset():
     assert len({r.seed for r in smoke.runs}) >= 2
     demo = load_spec(root / "demo.yaml")
     assert {run_id(r) for r in demo.runs} <= {run_id(r) for r in smoke.runs}
+
+
+def test_update_keeps_tolerance_metrics_and_verdicts_sections(baseline, tmp_path):
+    spec, targets, out = baseline
+    t = tmp_path / "t.yaml"
+    t.write_text("tolerance: {abs_floor: 0.01, k: 3}\nmetric_tolerance: {test_acc: {abs_floor: 0.02}}\n"
+                 "metrics: {default: [test_acc, test_loss]}\nverdicts: {some_claim: supported}\n")
+    assert _check(spec, t, out, "--update-targets") == 0
+    got = yaml.safe_load(t.read_text())
+    assert got["tolerance"] == {"abs_floor": 0.01, "k": 3.0}
+    assert got["metric_tolerance"] == {"test_acc": {"abs_floor": 0.02}}
+    assert got["verdicts"] == {"some_claim": "supported"}
+    # kf_inf belongs to a paper (headline metric test_acc); naive too: `default` is for methods outside papers
+    assert {e["metric"] for e in got["targets"]} == {"test_acc"}
