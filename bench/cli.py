@@ -10,10 +10,7 @@ from pathlib import Path
 from bench.config import SpecError, short_repr
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="forgetbench", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _run_args(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="expand a sweep spec into runs and execute them")
     p.add_argument("spec", type=Path)
     p.add_argument("--out", type=Path, default=Path("results"), help="results store (default: results/)")
@@ -32,11 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--metric", default="test_acc", help="metric of the printed summary table")
 
+
+def _status_args(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("status", help="done / failed / running / queued / pending runs of a sweep folder (or all "
                                       "under a results dir), job logs of failed and running jobs, tuning studies")
     s.add_argument("path", type=Path)
     s.add_argument("--no-jobs", action="store_true", help="do not query the job scheduler")
 
+
+def _results_args(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("results", help="print the mean ± std table of a sweep folder, or export one row per run")
     r.add_argument("path", type=Path)
     r.add_argument("--metric", default="test_acc")
@@ -44,15 +45,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="export one tidy row per run (config columns, metrics, status, provenance) instead")
     r.add_argument("--output", type=Path, default=None, help="file of --format (default: results.<format>)")
 
+
+def _report_args(sub: argparse._SubParsersAction) -> None:
     rep = sub.add_parser("report", help="tables and plots of the papers from a results store")
     rep.add_argument("results", type=Path)
     rep.add_argument("--out", type=Path, default=Path("report_out"))
 
-    v = sub.add_parser("verdicts", help="each paper's claims judged on a results store (paired over seeds, 95% CI)")
+
+def _verdicts_args(sub: argparse._SubParsersAction) -> None:
+    v = sub.add_parser("verdicts", help="each paper's claims judged on a results store (paired over seeds, 95 %% CI)")
     v.add_argument("results", type=Path)
     v.add_argument("--ci", choices=("t", "bootstrap"), default="t", help="Student t (default) or seeded bootstrap")
     v.add_argument("--paper", default=None, help="only this paper's claims")
 
+
+def _plan_args(sub: argparse._SubParsersAction) -> None:
     pl = sub.add_parser("plan", help="the spec that fills a paper's published table, what a store has for each "
                                      "cell, and the cost of the rest in device-hours")
     pl.add_argument("target", metavar="PAPER[:TABLE]", help="a paper key; TABLE: a substring of its table names")
@@ -62,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--utilisation", type=float, default=None, help="fraction of the device's peak sustained "
                                                                     "(default 0.10, an assumption)")
 
+
+def _tune_args(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("tune", help="optuna tuning of a spec's `tune:` section (validation split only)")
     t.add_argument("spec", type=Path)
     t.add_argument("--out", type=Path, default=Path("results"))
@@ -74,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                                                          "submitted")
     t.add_argument("--no-progress", action="store_true")
 
+
+def _check_args(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("check", help="run (or reuse) a sweep and compare each (setting, method, metric) with a "
                                      "targets file; exit 0 all pass, 1 any fail, 2 bad input")
     c.add_argument("spec", type=Path)
@@ -87,6 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--update-targets", action="store_true", help="write the targets file from this run")
     c.add_argument("--no-progress", action="store_true")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `forgetbench` command line: one sub-command each, its arguments defined by one function below."""
+    parser = argparse.ArgumentParser(prog="forgetbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_run_args, _status_args, _results_args, _report_args, _verdicts_args, _plan_args, _tune_args, _check_args):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     from bench.security import set_remote_code
     set_remote_code(getattr(args, "trust_remote_code", False))  # only `run --trust-remote-code` allows remote code
