@@ -86,7 +86,9 @@ def _curves(store: Store, g: pd.DataFrame, ds: str, model: str, out: Path, skipp
     note = "" if have_ff else " Forget fraction not logged in these runs' metrics.jsonl."
     if have_ff and "forget_split" in curves:
         splits = curves["forget_split"].dropna().unique()
-        note = f" Forget fraction measured on the {'/'.join(map(str, splits))} split." if len(splits) else ""
+        note = (f" Forget fraction measured on the {'/'.join(map(str, splits))} split; KF selects from its own "
+                "protocol's V (a test half under test_half, this val split under train_holdout: see its "
+                "`selected_on` metric)." if len(splits) else "")
     if not have_ff:
         skipped.append(Skipped(f"forget fraction per epoch ({common})",
                                "no forget_fraction in the naive runs' metrics.jsonl"))

@@ -52,6 +52,9 @@ class KnowledgeFusion(Method):
             "test_nll": float(np.mean([m["test_nll"] for m in per_split])),
             "naive_test_acc": naive["test_acc"],  # the same final model scored on the same halves
             "protocol": p.protocol,
+            # the forget-fraction curve KF selects from: a random half of test (test_half) or the held-out val split
+            "selected_on": "test half (V), scored on the other half" if splits[0].sel_split == "test" else
+                           "validation split, scored on the full test set",
             "peak_epoch": [s.peak_epoch + 1 for s in selections],          # 1-based epochs
             "members": [[e + 1 for e in s.members] for s in selections],
             "eps": [s.eps for s in selections],
