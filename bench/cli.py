@@ -250,6 +250,9 @@ def _print_table(spec_dir: Path, metric: str) -> None:
     df = load_results(spec_dir)
     if not df.empty:
         print(format_table(summarize(df, metric), metric))
+        if metric == "test_acc" and "protocol" in df and (df["protocol"] == "test_half").any():
+            print("note: methods with protocol test_half are scored on test halves (the other half selects), the "
+                  "rest on the full test set; `forgetbench verdicts` compares them on the same halves")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
