@@ -16,20 +16,13 @@ import torch
 from bench.cli import main
 from bench.config import SpecError
 from bench.executors.base import pinned_threads, run_threads
+import yaml  # noqa: E402
+from conftest import tiny_spec_dict  # noqa: E402
 
-SPEC = """
-name: threads
-seeds: [0, 1]
-datasets: [{name: digits, val_fraction: 0.1}]
-models: [{name: small_cnn, width: 32}]
-methods: [naive]
-train:
-  epochs: 2
-  batch_size: 128
-  optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
-grid:
-  dataset.noise: [{kind: none, rate: 0.0}, {kind: symmetric, rate: 0.2}]
-"""
+SPEC = yaml.safe_dump(tiny_spec_dict(name="threads", seeds=[0, 1], models=[{"name": "small_cnn", "width": 32}],
+                                     train__batch_size=128, grid={"dataset.noise": [{"kind": "none", "rate": 0.0},
+                                                                                    {"kind": "symmetric", "rate": 0.2}]}),
+                      sort_keys=False)
 
 
 def results(out: Path) -> dict[str, dict]:

@@ -23,6 +23,8 @@ from bench.cli import main
 from bench.config import SpecError
 from bench.security import TRUST_REMOTE_CODE_ENV, hash_sidecar, record_hash, untrusted_reason
 from bench.store import RESULT, read_json
+import yaml  # noqa: E402
+from conftest import tiny_spec_dict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,17 +54,7 @@ def test_every_torch_load_in_the_project_is_weights_only() -> None:
     assert not offenders, f"torch.load without weights_only=True: {offenders}"
 
 
-SPEC = """
-name: tiny
-seeds: [0]
-datasets: [{name: digits, val_fraction: 0.1}]
-models: [{name: small_cnn, width: 8}]
-methods: [naive]
-train:
-  epochs: 2
-  batch_size: 64
-  optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
-"""
+SPEC = yaml.safe_dump(tiny_spec_dict(), sort_keys=False)
 
 
 def test_planted_resume_checkpoint_runs_no_code_and_the_stage_is_retrained(tmp_path) -> None:

@@ -25,22 +25,13 @@ import pytest
 import torch
 
 import bench.stages
+import yaml
+from conftest import tiny_spec_dict
+
 from bench.cli import main
 from bench.stages import DONE, PredictionRecorder, StageDiscarded
 from bench.store import CONFIG, METRICS, RESULT, RUN_LOCK, is_running, read_json
 
-SPEC = """
-name: tiny
-seeds: {seeds}
-datasets: [{{name: digits, val_fraction: 0.1}}]
-models: [{{name: small_cnn, width: 8}}]
-methods: [naive]
-train:
-  epochs: {epochs}
-  batch_size: 64
-  optimizer: {{name: sgd, lr: 0.05, momentum: 0.9}}
-  augment: {{crop_padding: 1}}
-"""
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -50,7 +41,8 @@ class Killed(BaseException):
 
 def write_spec(folder: Path, seeds: str = "[0]", epochs: int = 2) -> Path:
     p = folder / "spec.yaml"
-    p.write_text(SPEC.format(seeds=seeds, epochs=epochs))
+    p.write_text(yaml.safe_dump(tiny_spec_dict(seeds=yaml.safe_load(seeds), train__epochs=epochs,
+                                               train__augment={"crop_padding": 1})))
     return p
 
 

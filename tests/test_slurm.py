@@ -18,6 +18,8 @@ from bench.cli import main  # noqa: E402
 from bench.slurm import scontrol_job, squeue_states  # noqa: E402
 from bench.store import read_json, read_jsonl  # noqa: E402
 from bench.executors.submitit import JOBS  # noqa: E402
+import yaml  # noqa: E402
+from conftest import tiny_spec_dict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 UP = ROOT / ".ci" / "slurm-up.sh"
@@ -61,18 +63,8 @@ def _wait(cond, timeout: float, what: str, every: float = 0.3):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-SWEEP = """
-name: sl
-seeds: [0, 1, 2, 3]
-datasets: [{name: digits, val_fraction: 0.1}]
-models: [{name: small_cnn, width: 8}]
-methods: [naive]
-train:
-  epochs: 2
-  batch_size: 64
-  optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
-resources: {partition: debug, time: 10, cpus: 1, mem: 1G, array_parallelism: 4}
-"""
+SWEEP = yaml.safe_dump(tiny_spec_dict(name="sl", seeds=[0, 1, 2, 3], resources={
+    "partition": "debug", "time": 10, "cpus": 1, "mem": "1G", "array_parallelism": 4}), sort_keys=False)
 
 
 def test_slurm_array_sweep_detached_then_collected(slurm, tmp_path: Path, capsys, one_torch_thread) -> None:
@@ -114,18 +106,9 @@ def test_slurm_array_sweep_detached_then_collected(slurm, tmp_path: Path, capsys
         _cancel(out)
 
 
-PREEMPT = """
-name: pre
-seeds: [0]
-datasets: [{name: digits, val_fraction: 0.1}]
-models: [{name: small_cnn, width: 32}]
-methods: [naive]
-train:
-  epochs: 8
-  batch_size: 8
-  optimizer: {name: sgd, lr: 0.02, momentum: 0.9}
-resources: {time: 60, cpus: 1}
-"""
+PREEMPT = yaml.safe_dump(tiny_spec_dict(name="pre", models=[{"name": "small_cnn", "width": 32}], train__epochs=8,
+                                       train__batch_size=8, train__optimizer__lr=0.02,
+                                       resources={"time": 60, "cpus": 1}), sort_keys=False)
 
 
 def test_preempted_slurm_job_is_requeued_and_resumes_from_its_checkpoint(slurm, tmp_path: Path, one_torch_thread

@@ -17,19 +17,10 @@ from bench.config import SpecError  # noqa: E402
 from bench.slurm import parse_mem_gb, parse_resources, parse_time_min, slurm_executor_params  # noqa: E402
 from bench.store import SWEEP, atomic_write_json, read_json  # noqa: E402
 from bench.executors.submitit import JOBS, sweep_progress  # noqa: E402
+import yaml  # noqa: E402
+from conftest import tiny_spec_dict  # noqa: E402
 
-SPEC = """
-name: tiny
-seeds: [0, 1, 2, 3]
-datasets: [{name: digits, val_fraction: 0.1}]
-models: [{name: small_cnn, width: 8}]
-methods: [naive]
-train:
-  epochs: 1
-  batch_size: 64
-  optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
-resources: {time: 10}
-"""
+SPEC = yaml.safe_dump(tiny_spec_dict(seeds=[0, 1, 2, 3], train__epochs=1, resources={"time": 10}), sort_keys=False)
 
 
 def metrics(out: Path) -> dict[str, dict]:
@@ -112,6 +103,6 @@ def test_cli_rejects_detach_for_inline_and_bad_resources(tmp_path: Path, capsys)
     spec.write_text(SPEC)
     assert main(["run", str(spec), "--out", str(tmp_path / "o"), "--detach"]) == 2
     assert "--detach" in capsys.readouterr().err
-    spec.write_text(SPEC.replace("resources: {time: 10}", "resources: {time: -1}"))
+    spec.write_text(yaml.safe_dump(tiny_spec_dict(resources={"time": -1})))
     assert main(["run", str(spec), "--out", str(tmp_path / "o"), "--executor", "submitit-local"]) == 2
     assert "resources.time: got -1" in capsys.readouterr().err
