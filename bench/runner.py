@@ -14,7 +14,7 @@ import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from filelock import FileLock, Timeout
 
@@ -89,19 +89,21 @@ def execute_run(run: RunConfig, out: str | Path, *, progress: bool = True) -> di
     except Timeout:
         return {"run_id": rid, "status": "running", "reason": "another process is running it"}
     except OSError as e:
-        err = store_write_error(e, out)
-        if err is None:
-            raise
-        raise err from e
+        _reraise(e, out)
     try:
         return _execute_locked(run, out, rid, rdir, progress)
     except OSError as e:
-        err = store_write_error(e, out)
-        if err is None:
-            raise
-        raise err from e
+        _reraise(e, out)
     finally:
         lock.release()
+
+
+def _reraise(e: OSError, out: Path) -> NoReturn:
+    """Raise the one-line StoreWriteError for a write error inside the store; other OS errors as they are."""
+    err = store_write_error(e, out)
+    if err is None:
+        raise e
+    raise err from e
 
 
 def _execute_locked(run: RunConfig, out: Path, rid: str, rdir: Path, progress: bool) -> dict[str, Any]:
