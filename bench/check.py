@@ -6,6 +6,7 @@ sample std over seeds are compared with the targets file:
 
 ```yaml
 generated: {git_sha: ..., date: ..., versions: {...}, machine: {...}, executor: local, workers: 2}
+notes: free text, e.g. why the tolerances are what they are (kept by --update-targets)
 tolerance: {abs_floor: 0.002, k: 3.0}          # |measured - target| <= max(abs_floor, k * target std)
 metric_tolerance: {forgetting_bpc: {abs_floor: 0.01}}   # optional per-metric override of the defaults
 metrics:            # what is gated, per method name; else the paper's headline metrics; else `default`
@@ -51,7 +52,7 @@ from bench.ids import digest
 
 DEFAULT_ABS_FLOOR = 0.002
 DEFAULT_K = 3.0
-TOP_KEYS = ("generated", "tolerance", "metric_tolerance", "metrics", "targets", "verdicts")
+TOP_KEYS = ("generated", "notes", "tolerance", "metric_tolerance", "metrics", "targets", "verdicts")
 ENTRY_KEYS = ("setting", "method", "metric", "mean", "std", "n", "config", "abs_floor", "k", "git_sha")
 
 
@@ -74,6 +75,7 @@ class Targets:
     metrics: dict[str, list[str]] = field(default_factory=dict)
     entries: list[dict[str, Any]] = field(default_factory=list)
     verdicts: Any = None
+    notes: Any = None          # free text (why the tolerances are what they are), kept by --update-targets
 
     def tolerance(self, entry: dict[str, Any]) -> tuple[float, float]:
         """(abs_floor, k) of an entry: its own, else its metric's, else the file's defaults."""
@@ -116,7 +118,7 @@ def load_targets(path: str | Path) -> Targets:
     for key in raw:
         if key not in TOP_KEYS:
             raise CheckInputError(f"{path}: {key}", f"unknown key; allowed: {', '.join(TOP_KEYS)}")
-    t = Targets(path=path, generated=raw.get("generated") or {}, verdicts=raw.get("verdicts"))
+    t = Targets(path=path, generated=raw.get("generated") or {}, verdicts=raw.get("verdicts"), notes=raw.get("notes"))
     if not isinstance(t.generated, dict):
         raise CheckInputError(f"{path}: generated", "expected a mapping")
     tol = _tolerance_section(raw.get("tolerance") or {}, f"{path}: tolerance")
@@ -462,6 +464,7 @@ def write_targets(path: Path, measured: dict[tuple, Measured], old: Optional[Tar
             "# the sample std over seeds of the target run; abs_floor and k: `tolerance` (defaults), `metric_tolerance`",
             "# (per metric) or on the entry itself.",
             dump({"generated": generated}).rstrip(),
+            *([dump({"notes": old.notes}).rstrip()] if old is not None and old.notes is not None else []),
             dump({"tolerance": tolerance}).rstrip()]
     if old and old.metric_tolerance:
         text.append(dump({"metric_tolerance": old.metric_tolerance}).rstrip())
