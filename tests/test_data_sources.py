@@ -387,6 +387,7 @@ def real_cache(tmp_path_factory) -> Path:
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_real_cifar10_jpg_loads_50k_10k_and_reloads_fast(shared_data, real_cache):
     cfg = DataConfig(name="cifar10_jpg", val_fraction=0.0)
     s = load_splits(cfg, cache_dir=real_cache)

@@ -119,6 +119,7 @@ def test_base_stage_is_shared_by_methods_and_computed_once(tmp_path: Path, monke
     assert len(list((tmp_path / "out" / "_stages").glob("base-*/done"))) == 1
 
 
+@pytest.mark.slow
 def test_concurrent_processes_compute_a_shared_stage_once(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import time, pathlib
@@ -134,6 +135,7 @@ def test_concurrent_processes_compute_a_shared_stage_once(tmp_path: Path) -> Non
     assert (tmp_path / "count").read_text() == "x"
 
 
+@pytest.mark.slow
 def test_local_executor_runs_every_run_in_worker_processes(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["run", str(write_spec(tmp_path)), "--out", str(out), "--executor", "local", "--workers", "2",
@@ -154,6 +156,7 @@ def test_atomic_write_leaves_no_partial_file_when_interrupted(tmp_path: Path, mo
     assert not target.exists() and not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_run_killed_with_sigkill_resumes_and_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, epochs=12)
     out = tmp_path / "killed"

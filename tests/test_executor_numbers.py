@@ -39,6 +39,7 @@ def sweep(tmp_path: Path, name: str, *args: str) -> dict[str, dict]:
     return res
 
 
+@pytest.mark.slow
 def test_inline_and_local_give_identical_metrics(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("FORGETBENCH_THREADS", raising=False)
     before = torch.get_num_threads()
@@ -52,6 +53,7 @@ def test_inline_and_local_give_identical_metrics(tmp_path: Path, monkeypatch) ->
     assert len({json.dumps(r["metrics"], sort_keys=True) for r in inline.values()}) == 4  # the runs differ
 
 
+@pytest.mark.slow
 def test_submitit_local_matches_inline(tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("submitit")
     monkeypatch.delenv("FORGETBENCH_THREADS", raising=False)

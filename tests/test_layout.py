@@ -107,6 +107,8 @@ def test_every_method_lives_in_a_paper_package_or_baselines():
     for name in METHODS.names():
         module = METHODS.get(name).__module__
         parts = module.split(".")
+        if parts[0] not in ("bench", "report", "methods", "baselines"):
+            continue          # a probe a test registered
         assert parts[0] == "baselines" or (parts[0] == "methods" and len(parts) == 3), (name, module)
 
 

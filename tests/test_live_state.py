@@ -171,6 +171,7 @@ def _finished(sdir: Path) -> int:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
 def test_signal_stops_a_local_sweep_cleanly_and_rerun_resumes(tmp_path, sig):
     spec = tmp_path / "intr.yaml"
     spec.write_text(SPEC)

@@ -19,6 +19,7 @@ def run_spec(tmp_path: Path, text: str) -> list[dict]:
     return [read_json(p) for p in sorted(out.glob("*/*/result.json"))]
 
 
+@pytest.mark.slow
 def test_naive_on_cifar10_jpeg_subset_learns(shared_data: Path, tmp_path: Path) -> None:
     res = run_spec(tmp_path, """
 name: cifar_naive
@@ -34,6 +35,7 @@ train: {epochs: 4, batch_size: 128, optimizer: {name: sgd, lr: 0.05}, augment: {
     assert r["metrics"]["test_acc"] > 0.30, r["metrics"]  # chance is 0.10
 
 
+@pytest.mark.slow
 def test_naive_on_mnist_learns(shared_data: Path, tmp_path: Path) -> None:
     res = run_spec(tmp_path, """
 name: mnist_naive

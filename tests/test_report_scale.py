@@ -73,6 +73,7 @@ def test_synthetic_store_layout(store):
     assert sum(len(s["runs"]) for s in sweeps) == 300
 
 
+@pytest.mark.slow
 def test_report_on_300_runs(store, tmp_path):
     out = tmp_path / "report"
     assert cli_main(["report", str(store), "--out", str(out)]) == 0

@@ -27,6 +27,7 @@ def metrics(out: Path) -> dict[str, dict]:
     return {p.parent.name: read_json(p)["metrics"] for p in out.glob("tiny/*/result.json")}
 
 
+@pytest.mark.slow
 def test_submitit_local_capped_detached_then_collected(tmp_path: Path, capsys) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC)

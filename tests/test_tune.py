@@ -56,6 +56,7 @@ def test_installed_optuna_matches_the_pin() -> None:
     assert int(optuna.__version__.split(".")[0]) == 4, f"optuna {optuna.__version__} installed despite {pin}"
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_exact_trials_and_pruning(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     assert main(["tune", str(write(tmp_path)), "--out", str(out)]) == 0
