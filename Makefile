@@ -18,6 +18,7 @@ demo:
 	@V=$(VENV) && $$V/bin/forgetbench run sweeps/demo.yaml --out $(RESULTS) --executor local --workers 2 \
 	  --no-progress && \
 	$$V/bin/forgetbench report $(RESULTS)/demo --out $(RESULTS)/report && \
+	$$V/bin/forgetbench verdicts $(RESULTS)/demo && \
 	echo "report of the demo sweep: $(RESULTS)/report/index.html (self-contained), $(RESULTS)/report/index.md"
 
 # the CI regression gate: every method on tiny real data, from an empty store, against the committed targets
