@@ -449,14 +449,29 @@ def _ordered_variants(paper: Paper, present: list[str], methods_of: dict[str, st
 
 
 def paper_tables(store: Store, paper: Paper, ref: pd.DataFrame) -> PaperTables:
+    """One paper's long table (every measured cell beside its published value, then the published cells not run),
+    its layouts, claims and setting notes."""
     done = store.done
     done = done[done["paper"] == paper.key] if not done.empty else done
     refs = ref[ref["paper"] == paper.key]
+    varying = varying_columns(done, setting_columns(done)) if not done.empty else []
+    rows, used = _measured_rows(paper, done, refs, varying)
+    rows += _unmatched_published_rows(paper, refs, used)
+    long = _finish_long(paper, pd.DataFrame(rows))
+    settings = list(dict.fromkeys(done["setting_key"])) if not done.empty else []
+    claims = _claims(paper, long, refs, settings, done, varying)
+    out = PaperTables(paper, long, _layouts(long, refs), claims)
+    out.notes = _setting_notes(done, refs, varying)
+    return out
+
+
+def _measured_rows(paper: Paper, done: pd.DataFrame, refs: pd.DataFrame,
+                   varying: list[str]) -> tuple[list[dict], set]:
+    """A row per (setting, method variant) with mean ± std over seeds, matched to the paper's published cells;
+    also the ids of the published cells it used."""
     metric = paper.metrics[0]
     aggs = {m: aggregate(done, m) for m in paper.metrics}
-    main = aggs[metric]
     scale = {m: metric_scale(m, done[m]) if m in done else 1.0 for m in paper.metrics}
-    varying = varying_columns(done, setting_columns(done)) if not done.empty else []
     rows, used = [], set()
     settings = list(dict.fromkeys(done["setting_key"])) if not done.empty else []
     methods_of = dict(zip(done["variant"], done["method"])) if not done.empty else {}
@@ -468,22 +483,17 @@ def paper_tables(store: Store, paper: Paper, ref: pd.DataFrame) -> PaperTables:
         probe_of.setdefault((r["setting_key"], r["variant"]), r)
     hits = {m: {(h["setting_key"], h["variant"]): h for h in aggs[m].to_dict("records")} for m in paper.metrics}
     refs_of = {m: g.to_dict("records") for m, g in refs.groupby("method", sort=False)}
-    ordered = _ordered_variants(paper, present, methods_of)
     for skey in settings:
-        rep = rep_of[skey]
-        slabel = setting_label(rep, varying)
-        for method, variant in ordered:
-            probe = probe_of.get((skey, variant), rep)
+        slabel = setting_label(rep_of[skey], varying)
+        for method, variant in _ordered_variants(paper, present, methods_of):
+            probe = probe_of.get((skey, variant), rep_of[skey])
             base = {"setting": slabel, "method": method, "variant": variant,
-                    "method_label": variant_label(variant),
-                    "data": sizes_label(probe)}
+                    "method_label": variant_label(variant), "data": sizes_label(probe)}
             cells = {}
             for m in paper.metrics:
                 h = hits[m].get((skey, variant))
-                if h is not None:
-                    cells[m] = (h["mean"] * scale[m], h["std"] * scale[m], int(h["n"]), h)
-                else:
-                    cells[m] = (float("nan"), float("nan"), 0, None)
+                cells[m] = (h["mean"] * scale[m], h["std"] * scale[m], int(h["n"]), h) if h is not None else \
+                    (float("nan"), float("nan"), 0, None)
             mean, std, n, h = cells[metric]
             meas = {"mean": mean, "std": std, "n": n, "measured": fmt_pm(mean, std, n, DIGITS.get(metric, 2))}
             for m in paper.metrics[1:]:
@@ -504,7 +514,12 @@ def paper_tables(store: Store, paper: Paper, ref: pd.DataFrame) -> PaperTables:
                 rows.append({**base, **meas, **_published(mrefs[i], mean, why[i]), **prov})
             else:
                 rows.append({**base, **meas, **_published(None, mean, None), **prov})
-    # published rows without a measured run of the same setting
+    return rows, used
+
+
+def _unmatched_published_rows(paper: Paper, refs: pd.DataFrame, used: set) -> list[dict]:
+    """The published cells no measured run matched: 'not run' beside the paper's number."""
+    rows = []
     for _, r in refs.iterrows():
         if r["ref_id"] in used or r["claim"]:
             continue
@@ -516,7 +531,11 @@ def paper_tables(store: Store, paper: Paper, ref: pd.DataFrame) -> PaperTables:
                          (f"{m}_measured", NOT_RUN))},
                      **_published(r, float("nan"), []),
                      **dict.fromkeys(PROV_KEYS, "")})
-    long = pd.DataFrame(rows)
+    return rows
+
+
+def _finish_long(paper: Paper, long: pd.DataFrame) -> pd.DataFrame:
+    """The validation protocol in the setting note; a placeholder row per method when nothing is there."""
     if "protocol" in long:  # Forget Me Not: which split chose KF's checkpoints (test_half | train_holdout)
         long["protocol"] = long["protocol"].fillna("")
         long["setting_note"] = ["; ".join(filter(None, [n, f"validation protocol: {p}" if p else ""]))
@@ -524,10 +543,7 @@ def paper_tables(store: Store, paper: Paper, ref: pd.DataFrame) -> PaperTables:
     if long.empty:  # no runs and no published rows (cannot happen with the shipped reference.csv)
         long = pd.DataFrame([{"setting": "", "method": m, "method_label": method_label(m), "measured": NOT_RUN,
                               "published": NOT_PUBLISHED, "diff_str": NOT_RUN} for m in paper.methods])
-    claims = _claims(paper, long, refs, settings, done, varying)
-    out = PaperTables(paper, long, _layouts(long, refs), claims)
-    out.notes = _setting_notes(done, refs, varying)
-    return out
+    return long
 
 
 def _published(r: pd.Series | None, mean: float, why: list[str] | None) -> dict:
