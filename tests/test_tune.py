@@ -163,3 +163,20 @@ def test_tune_cli_bad_range_exits_2(tmp_path: Path, capsys) -> None:
                                                                    "low: -1.0, high: 0.3"))
     assert main(["tune", str(spec), "--out", str(tmp_path / "o")]) == 2
     assert "tune.params.train.optimizer.lr" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_submitit_local_tune_workers_go_through_the_submitit_executor(tmp_path: Path) -> None:
+    """Tune workers are submitted, recorded (tune/jobs.json, as a sweep's jobs) and waited for by the submitit
+    executor's own pieces."""
+    import yaml
+    from conftest import tiny_spec_dict
+    spec = tmp_path / "tt.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec_dict(name="tt", train__epochs=1, tune={
+        "params": {"train.optimizer.lr": {"type": "float", "low": 0.01, "high": 0.1, "log": True}},
+        "n_trials": 2, "workers": 2, "executor": "submitit-local", "sampler": {"name": "random", "seed": 0}})))
+    out = tmp_path / "out"
+    assert main(["tune", str(spec), "--out", str(out), "--no-progress"]) == 0
+    (sub,) = read_json(out / "tt" / "tune" / "jobs.json")["submissions"]
+    assert sub["executor"] == "submitit-local" and len(sub["jobs"]) == 2
+    assert read_json(out / "tt" / "tune" / "best.json")["best_params"]

@@ -124,16 +124,23 @@ class _SubmititExecutor:
         self.poll_s = poll_s
 
     # -- to override
-    def _executor(self, folder: Path) -> Any:
+    def make_executor(self, folder: Path, job_name: str = "") -> Any:
+        """The submitit executor for these resources, its logs and pickles in `folder`."""
         raise NotImplementedError
 
     def _payloads(self, groups: list[list[RunConfig]], out: Path) -> list[RunsJob]:
         return [RunsJob([g], str(out), threads=run_threads()) for g in groups]
 
-    def _submit(self, ex: Any, payloads: list[RunsJob]) -> list[Any]:
+    def submit(self, ex: Any, payloads: list[Any]) -> list[Any]:
+        """Submit callables (one job each; one array on SLURM)."""
         with ex.batch():
             jobs = [ex.submit(p) for p in payloads]
         return jobs
+
+    def wait_ended(self, record: dict[str, Any], poll_s: float | None = None) -> None:
+        """Block until every job of a submission record has ended (queued and running jobs are waited for)."""
+        while any(state in ("running", "queued") for state in job_states(record).values()):
+            time.sleep(self.poll_s if poll_s is None else poll_s)
 
     # -- shared
     def run(self, runs: list[RunConfig], out: Path, *, progress: bool = True) -> list[dict[str, Any]]:
@@ -163,9 +170,10 @@ class _SubmititExecutor:
                 if (read_json(old) or {}).get("status") == "failed":
                     old.unlink()
             payloads = self._payloads(group_runs(todo), out)
-            jobs = self._submit(self._executor(folder), payloads)
-            record = self._record(jobs, payloads, folder)
-            _append_submission(sdir, record)
+            jobs = self.submit(self.make_executor(folder), payloads)
+            record = submission_record(self.kind, jobs, [[run_id(r) for g in p.groups for r in g] for p in payloads],
+                                       folder)
+            append_submission(sdir, record)
             ids = [j["job_id"] for j in record["jobs"]]
             print(f"submitted {len(todo)} runs as {len(ids)} {self.kind} job(s): {_compact(ids)}; "
                   f"logs in {folder}", flush=True)
@@ -183,14 +191,6 @@ class _SubmititExecutor:
                 print(f"\ninterrupted: the jobs keep running; follow with `forgetbench status {sdir}`",
                       file=sys.stderr)
             raise
-
-    def _record(self, jobs: list[Any], payloads: list[RunsJob], folder: Path) -> dict[str, Any]:
-        entries = []
-        for job, p in zip(jobs, payloads):
-            entries.append({"job_id": str(job.job_id), "runs": [run_id(r) for g in p.groups for r in g],
-                            "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)})
-        return {"executor": self.kind, "submitted_at": datetime.now(timezone.utc).isoformat(),
-                "host": socket.gethostname(), "folder": str(folder), "jobs": entries}
 
     def _wait(self, jobs: list[Any], watch: dict[str, tuple[dict, dict]], sdir: Path, progress: bool
               ) -> list[dict[str, Any]]:
@@ -245,9 +245,9 @@ class SlurmExecutor(_SubmititExecutor):
                             "(sbatch, squeue, srun) are missing; start a one-node cluster with "
                             "`sudo bash .ci/slurm-up.sh`, or use submitit-local")
 
-    def _executor(self, folder: Path) -> Any:
+    def make_executor(self, folder: Path, job_name: str = "") -> Any:
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.res.max_timeouts)
-        ex.update_parameters(**slurm_executor_params(self.res, job_name=f"fb-{folder.parent.name}"))
+        ex.update_parameters(**slurm_executor_params(self.res, job_name=job_name or f"fb-{folder.parent.name}"))
         return ex
 
 
@@ -258,7 +258,7 @@ class SubmititLocalExecutor(_SubmititExecutor):
     (CUDA_VISIBLE_DEVICES). Jobs survive the submitting process (--detach)."""
     kind = "submitit-local"
 
-    def _executor(self, folder: Path) -> Any:
+    def make_executor(self, folder: Path, job_name: str = "") -> Any:
         ex = submitit.LocalExecutor(folder=folder, max_num_timeout=self.res.max_timeouts)
         ex.update_parameters(timeout_min=self.res.time_min, signal_delay_s=self.res.signal_delay_s,
                              **({"setup": list(self.res.setup)} if self.res.setup else {}))
@@ -270,7 +270,7 @@ class SubmititLocalExecutor(_SubmititExecutor):
         return [RunsJob([g for i, g in enumerate(groups) if i % n == k], str(out), threads=threads)
                 for k in range(n)]
 
-    def _submit(self, ex: Any, payloads: list[RunsJob]) -> list[Any]:
+    def submit(self, ex: Any, payloads: list[Any]) -> list[Any]:
         gpus = _gpu_count()
         jobs = []
         for k, p in enumerate(payloads):
@@ -285,10 +285,10 @@ class DebugExecutor(_SubmititExecutor):
     """submitit's debug executor: the jobs run in this process when collected (set breakpoints; pdb on errors)."""
     kind = "debug"
 
-    def _executor(self, folder: Path) -> Any:
+    def make_executor(self, folder: Path, job_name: str = "") -> Any:
         return submitit.DebugExecutor(folder=folder)
 
-    def _submit(self, ex: Any, payloads: list[RunsJob]) -> list[Any]:
+    def submit(self, ex: Any, payloads: list[Any]) -> list[Any]:
         return [ex.submit(p) for p in payloads]
 
     def _wait(self, jobs: list[Any], watch: dict, sdir: Path, progress: bool) -> list[dict[str, Any]]:
@@ -340,10 +340,19 @@ def load_jobs(sdir: Path) -> list[dict[str, Any]]:
     return (read_json(Path(sdir) / JOBS) or {}).get("submissions", [])
 
 
-def _append_submission(sdir: Path, record: dict) -> None:
+def append_submission(sdir: Path, record: dict) -> None:
+    """Add one submission record to `sdir`/jobs.json (what `forgetbench status` reads)."""
     subs = load_jobs(sdir)
     subs.append(record)
     atomic_write_json(Path(sdir) / JOBS, {"submissions": subs})
+
+
+def submission_record(kind: str, jobs: list[Any], runs: list[list[str]], folder: Path) -> dict[str, Any]:
+    """The record of one submission: executor, time, host, folder, and per job its id, runs and log paths."""
+    entries = [{"job_id": str(job.job_id), "runs": list(r), "stdout": str(job.paths.stdout),
+                "stderr": str(job.paths.stderr)} for job, r in zip(jobs, runs)]
+    return {"executor": kind, "submitted_at": datetime.now(timezone.utc).isoformat(), "host": socket.gethostname(),
+            "folder": str(folder), "jobs": entries}
 
 
 def job_states(record: dict) -> dict[str, str]:

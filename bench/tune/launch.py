@@ -3,7 +3,6 @@ job record and polling) on one study."""
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import time
 from dataclasses import asdict
@@ -11,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import SpecError
-from bench.store import atomic_write_json, read_json
-from bench.spec import load_spec
-from bench.slurm import parse_resources, slurm_executor_params, squeue_states
+from bench.executors import EXECUTORS
 from bench.executors.base import threads_per_worker
-from bench.spec import base_run_dict, check_space
+from bench.executors.submitit import append_submission, submission_record
+from bench.spec import base_run_dict, check_space, load_spec
+from bench.store import atomic_write_json
 from bench.tune.config import STALE, TUNE_DIR, TuneConfig, parse_tune
 from bench.tune.study import check_optuna_version, load_optuna, make_storage
 from bench.tune.workers import TuneWorker, counted, pool_worker, reap_stale, study_lock, write_best
@@ -88,44 +87,21 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def _submit_workers(cfg: TuneConfig, spec: Any, base: dict, tdir: Path, n: int, detach: bool) -> bool:
-    """Workers as submitit jobs (slurm: one array); True when they finished (waited), False when detached."""
-    import submitit
-
-    res = parse_resources(spec.resources)
+    """Workers as jobs through the submitit executor (`slurm`: one array; `submitit-local`), recorded in
+    TUNE_DIR/jobs.json like a sweep's jobs; True when they finished (waited), False when detached."""
+    executor = EXECUTORS.get(cfg.executor)(workers=n, resources=spec.resources)
     folder = tdir / "_submitit"
-    if cfg.executor == "slurm":
-        ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=res.max_timeouts)
-        ex.update_parameters(**slurm_executor_params(res, job_name=f"fb-tune-{spec.name}"))
-        threads = res.cpus
-    else:
-        ex = submitit.LocalExecutor(folder=folder, max_num_timeout=res.max_timeouts)
-        ex.update_parameters(timeout_min=res.time_min, signal_delay_s=res.signal_delay_s)
-        threads = threads_per_worker(n)
+    threads = executor.res.cpus if cfg.executor == "slurm" else threads_per_worker(n)
     payloads = [_CheckpointableWorker(cfg, base, spec.name, str(tdir), i, threads) for i in range(n)]
-    with ex.batch():
-        jobs = [ex.submit(p) for p in payloads]
-    ids = [str(j.job_id) for j in jobs]
-    rec = read_json(tdir / "jobs.json") or {"submissions": []}
-    rec["submissions"].append({"executor": cfg.executor, "jobs": [{"job_id": i, "stdout": str(j.paths.stdout),
-                                                                   "stderr": str(j.paths.stderr)}
-                                                                  for i, j in zip(ids, jobs)],
-                               "host": socket.gethostname(), "submitted_at": time.time()})
-    atomic_write_json(tdir / "jobs.json", rec)
-    print(f"submitted {n} tune worker job(s): {', '.join(ids)}; logs in {folder}", flush=True)
+    jobs = executor.submit(executor.make_executor(folder, job_name=f"fb-tune-{spec.name}"), payloads)
+    record = submission_record(cfg.executor, jobs, [[f"tune worker {i}"] for i in range(n)], folder)
+    append_submission(tdir, record)
+    print(f"submitted {n} tune worker job(s): {', '.join(j['job_id'] for j in record['jobs'])}; logs in {folder}",
+          flush=True)
     if detach:
         print(f"detached: follow with `forgetbench status {tdir.parent}`", flush=True)
         return False
-    while True:
-        if cfg.executor == "slurm":
-            try:
-                alive = squeue_states(ids)
-            except RuntimeError:
-                alive = {}
-            if not alive:
-                break
-        elif all(j.get_info().get("jobState") != "RUNNING" for j in jobs):
-            break
-        time.sleep(1.0)
+    executor.wait_ended(record)
     return True
 
 
