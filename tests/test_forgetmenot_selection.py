@@ -96,3 +96,14 @@ def test_kf_infinity_adds_the_checkpoint_that_fixes_remaining_errors() -> None:
     inf = kf_select(probs, y, window=0, iterate=True)
     # eps > 0.571 makes every example right with members {e0, e1} (hand-computed): accuracy 1.0 after 2 iterations
     assert inf.members == [0, 1] and inf.val_acc == 1.0 and inf.iterations == 2 and inf.eps > 0.571
+
+
+def test_early_stopping_picks_the_epoch_most_accurate_on_v_and_the_earliest_on_ties():
+    from baselines.early_stopping import best_epoch
+    y = torch.tensor([0, 1, 1])
+    p0, p1 = [0.9, 0.1], [0.1, 0.9]                 # predicts class 0 / class 1
+    probs = torch.tensor([[p0, p1, p1],              # epoch 1: 3/3 right
+                          [p0, p0, p1],              # epoch 2: 2/3
+                          [p0, p1, p1]])             # epoch 3: 3/3 (ties with epoch 1)
+    assert best_epoch(probs, y) == 0                 # the earliest of the tied best
+    assert best_epoch(probs[1:], y) == 1             # without epoch 1: epoch 3
