@@ -15,7 +15,8 @@ metrics:            # what is gated, per method name; else the paper's headline 
 targets:
   - {setting: digits/small_cnn, method: naive, metric: test_acc, mean: 0.9, std: 0.01, n: 2, config: 3f2a..}
     # optional per entry: abs_floor, k, git_sha
-verdicts: ...                                   # reserved for the claims engine (kept verbatim by --update-targets)
+verdicts:                                       # the claims engine's supported verdicts, pinned by --update-targets
+  - {paper: forgetmenot, claim: kf_inf_vs_naive, setting: "dataset=digits, model=small_cnn", verdict: supported}
 ```
 
 Labels: `setting` is `<dataset>[classes]/<model>`, with `{field=value,...}` appended for the config fields that tell
@@ -29,8 +30,8 @@ Exit status: 0 all rows pass, 1 any row fails (a target without a measured value
 Hook for a claims / verdict engine (optional, not part of the engine): if the module `report.verdicts` exists, its
 `verdict_table(spec_dir)` (or else `verdict_frame(verdicts(load_runs(spec_dir)))`) is printed after the table; if
 it has `check_verdicts(spec_dir, targets_verdicts)` returning a list of failure messages (e.g. a claim that was
-`supported` in the targets' `verdicts:` section and no longer is), those fail the gate too. Missing module, or an
-error inside it: skipped, with a note.
+`supported` in the targets' `verdicts:` section and no longer is), those fail the gate too; `--update-targets`
+pins its `supported_verdicts(spec_dir)`. Missing module, or an error inside it: skipped, with a note.
 """
 from __future__ import annotations
 
@@ -435,7 +436,7 @@ def _sig(x: float) -> float:
 
 
 def write_targets(path: Path, measured: dict[tuple, Measured], old: Optional[Targets], *, spec_path: str,
-                  executor: str, workers: int, wall_s: Optional[float] = None) -> int:
+                  executor: str, workers: int, wall_s: Optional[float] = None, verdicts: Any = None) -> int:
     """Write the targets file from `measured` (keeping the old file's tolerance, metrics and verdicts sections
     and per-entry overrides). Returns the number of entries."""
     from bench.provenance import git_sha, library_versions
@@ -474,8 +475,9 @@ def write_targets(path: Path, measured: dict[tuple, Measured], old: Optional[Tar
         text += [f"  {m}: {flow(lst)}" for m, lst in metrics.items()]
     text.append("targets:")
     text += [f"  - {flow(e)}" for e in entries]
-    if old is not None and old.verdicts is not None:
-        text.append(dump({"verdicts": old.verdicts}).rstrip())
+    pinned = verdicts if verdicts is not None else (old.verdicts if old is not None else None)
+    if pinned is not None:
+        text.append(dump({"verdicts": pinned}).rstrip())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(text) + "\n")
@@ -484,6 +486,15 @@ def write_targets(path: Path, measured: dict[tuple, Measured], old: Optional[Tar
 
 
 # ------------------------------------------------------------------------------------------ the command
+def _supported_now(spec_dir: Path) -> Any:
+    """The claims engine's supported verdicts on this store (pinned by --update-targets), or None without one."""
+    try:
+        mod = importlib.import_module("report.verdicts")
+    except ImportError:
+        return None
+    return mod.supported_verdicts(spec_dir) if hasattr(mod, "supported_verdicts") else None
+
+
 def _verdict_hook(spec_dir: Path, targets: Optional[Targets]) -> tuple[str, list[str]]:
     """Optional claims engine: `report.verdicts.verdict_table(spec_dir)` / `check_verdicts(spec_dir, verdicts)`."""
     try:
@@ -557,7 +568,7 @@ def run_check(args) -> int:
                   + "\n  ".join(bad), file=sys.stderr)
             return 1
         n = write_targets(Path(args.targets), measured, targets, spec_path=str(args.spec), executor=args.executor,
-                          workers=args.workers, wall_s=wall)
+                          workers=args.workers, wall_s=wall, verdicts=_supported_now(spec_dir))
         print(f"wrote {n} targets to {args.targets}")
         targets = load_targets(args.targets)
     rows = compare(measured, targets)

@@ -284,3 +284,31 @@ def verdict_frame(vs: list[Verdict]) -> pd.DataFrame:
                      "metric": c.metric + unit, "setting": v.setting, "n": v.n, "effect [95% CI]": v.effect_str(scale),
                      "verdict": v.verdict, "regime": v.regime, "note": v.note, "source": c.source})
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------- the CI gate
+def supported_verdicts(root: str | Path) -> list[dict[str, str]]:
+    """The supported (claim, setting) pairs of a store: what `forgetbench check --update-targets` pins."""
+    return [{"paper": v.paper, "claim": v.claim.key, "setting": v.setting, "verdict": v.verdict}
+            for v in verdicts(load_runs(root)) if v.verdict == SUPPORTED]
+
+
+def check_verdicts(root: str | Path, pinned: Any) -> list[str]:
+    """A failure message for every pinned `supported` verdict that is no longer supported on this store."""
+    if not isinstance(pinned, list):
+        return [f"targets' verdicts: got {type(pinned).__name__}; allowed: a list of {{paper, claim, setting, "
+                "verdict}} mappings (written by --update-targets)"]
+    now = {(v.paper, v.claim.key, v.setting): v for v in verdicts(load_runs(root))}
+    out = []
+    for p in pinned:
+        if not isinstance(p, dict) or p.get("verdict") != SUPPORTED:
+            continue
+        v = now.get((p.get("paper"), p.get("claim"), p.get("setting")))
+        if v is None:
+            out.append(f"{p.get('paper')} claim {p.get('claim')} ({p.get('setting')}): supported in the targets, "
+                       "not judged now (setting or claim gone)")
+        elif v.verdict != SUPPORTED:
+            scale = 100.0 if v.claim.metric in PERCENT_METRICS else 1.0
+            out.append(f"{v.paper} claim {v.claim.key} ({v.setting}): supported in the targets, now {v.verdict}: "
+                       f"effect {v.effect_str(scale)} over n = {v.n}")
+    return out

@@ -140,3 +140,15 @@ def test_variants_of_a_side_get_their_own_rows(tmp_path):
     vs = judge(FMN, CLAIM, load_runs(root))
     by = {v.setting.rsplit("window=", 1)[-1]: v.verdict for v in vs}
     assert by == {"1": SUPPORTED, "2": CONTRADICTED}
+
+
+def test_the_gate_fails_when_a_pinned_supported_verdict_changes(tmp_path):
+    from report.verdicts import check_verdicts, supported_verdicts
+    good = write_store(tmp_path / "good", {"naive": {0: 0.60, 1: 0.62, 2: 0.61}, "kf_inf": {0: 0.62, 1: 0.65, 2: 0.635}})
+    pinned = supported_verdicts(good)
+    assert any(p["claim"] == "kf_inf_vs_naive" for p in pinned)
+    assert check_verdicts(good, pinned) == []
+    bad = write_store(tmp_path / "bad", {"naive": {0: 0.60, 1: 0.62, 2: 0.61}, "kf_inf": {0: 0.60, 1: 0.62, 2: 0.61}})
+    (msg,) = check_verdicts(bad, pinned)
+    assert "kf_inf_vs_naive" in msg and "now contradicted" in msg
+    assert check_verdicts(bad, "supported") and "a list" in check_verdicts(bad, "supported")[0]
