@@ -13,13 +13,10 @@ import math
 from typing import Any, Callable
 
 from bench.config import DataConfig, ModelConfig, SpecError
-from bench.data.registry import LOADERS, resolve_root
+from bench.data import DATASETS
+from bench.data.registry import resolve_root
 from bench.models import HARNESS_ARGS, MODEL_FAMILIES, MODELS, build_timm
 from bench.registry import Registry, suggest
-
-# Number of classes of the built-in sources, for range checks of `dataset.classes` (others: checked at load).
-KNOWN_NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar10_jpg": 10, "cifar100": 100,
-                     "tinyimagenet": 200}
 
 # Largest per-class count of the standard files of two-split sources: (train, test). An integer train_per_class /
 # test_per_class above it can never be met (smaller values may still exceed a particular class: checked at load).
@@ -32,6 +29,13 @@ MODEL_CHECKS: Registry[Callable[[str, dict, str], None]] = Registry("model check
 
 
 # ------------------------------------------------------------------------------------------------ data
+def num_classes(name: str) -> int | None:
+    """Classes of a source with fixed sizes (its `Source.sizes`), for range checks of `dataset.classes`; None
+    for the rest (checked at load)."""
+    src = DATASETS.get(name) if name in DATASETS else None
+    return src.sizes[4] if src is not None and src.sizes else None
+
+
 def check_data(cfg: DataConfig, path: str) -> None:
     """Root exists (unless it will be downloaded), class list in range, train/val sizes leave non-empty splits."""
 
@@ -43,7 +47,7 @@ def check_data(cfg: DataConfig, path: str) -> None:
             raise SpecError(f"{path}.root", cfg.root, "an existing folder or archive (or download: true to fetch "
                                                       "the files there)")
     if cfg.classes is not None:
-        k = None if cfg.name in LOADERS else KNOWN_NUM_CLASSES.get(cfg.name)
+        k = num_classes(cfg.name)
         allowed = "a non-empty list of distinct class indices" + (f" in 0..{k - 1}" if k else " (>= 0)")
         if not cfg.classes:
             raise SpecError(f"{path}.classes", cfg.classes, allowed)
