@@ -13,7 +13,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from bench.config import RunConfig, to_dict
+from bench.config import RunConfig, parse, to_dict
 from bench.data import load_data
 from bench.ids import canonical_json
 from bench.plugins import load_plugins
@@ -73,6 +73,13 @@ def base_training(run: RunConfig, seed: int | None = None, what: str = "base") -
 
 METHODS: Registry[type[Method]] = Registry("method")
 register_method = METHODS.register
+
+
+def make_method(run: RunConfig) -> Method:
+    """The run's method, its Params parsed from the run config (the plugins imported first)."""
+    load_plugins()
+    cls = METHODS.get(run.method.name)
+    return cls(parse(cls.Params, run.method.params, "method.params"))
 
 
 def load_methods() -> None:

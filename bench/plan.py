@@ -19,7 +19,7 @@ import torch
 from bench.config import DataConfig, ModelConfig, RunConfig, parse
 from bench.data.registry import DATASETS
 from bench.ids import run_id
-from bench.method import METHODS, Training, load_methods
+from bench.method import Training, make_method
 from bench.models import build_model
 
 # name -> peak dense bf16 (v100: fp16) tensor FLOP/s, from the vendors' datasheets (no sparsity)
@@ -48,24 +48,18 @@ class Cell:
         return ", ".join(parts)
 
 
-def method_of(run: RunConfig) -> Any:
-    load_methods()
-    cls = METHODS.get(run.method.name)
-    return cls(parse(cls.Params, run.method.params, "method.params"))
-
-
 def trainings(runs: list[RunConfig]) -> dict[str, tuple[Training, list[RunConfig]]]:
     """Distinct trainings of `runs` (key -> the training and the runs that trigger it), in first-use order."""
     out: dict[str, tuple[Training, list[RunConfig]]] = {}
     for r in runs:
-        for t in method_of(r).trainings(r):
+        for t in make_method(r).trainings(r):
             out.setdefault(t.key(), (t, []))[1].append(r)
     return out
 
 
 def extra_trainings(run: RunConfig) -> list[Training]:
     """Trainings of `run` on another seed than its own (e.g. an ensemble's members): what --dry-run points out."""
-    return [t for t in method_of(run).trainings(run) if t.seed != run.seed]
+    return [t for t in make_method(run).trainings(run) if t.seed != run.seed]
 
 
 def data_sizes(data: dict[str, Any]) -> tuple[int, int, int, int, int] | None:

@@ -18,10 +18,10 @@ from typing import Any, NoReturn
 
 from filelock import FileLock, Timeout
 
-from bench.config import RunConfig, parse, to_dict
+from bench.config import RunConfig, to_dict
 from bench.device import resolve_device
 from bench.ids import run_id
-from bench.method import METHODS, RunContext, load_methods
+from bench.method import RunContext, make_method
 from bench.provenance import device_info, git_sha, git_state, library_versions
 from bench.seeding import seed_everything
 from bench.store import (
@@ -121,9 +121,8 @@ def _execute_locked(run: RunConfig, out: Path, rid: str, rdir: Path, progress: b
                               **git_state(), "versions": library_versions(), "device": device_info(device),
                               "started_at": started_at, "pid": os.getpid()}
     try:
-        load_methods()
         seed_everything(run.seed)
-        method = METHODS.get(run.method.name)(_params(run))
+        method = make_method(run)
         ctx = RunContext(config=run, run_dir=rdir, stages_dir=out / "_stages", device=device,
                          progress=progress)
         res = method.run(ctx)
@@ -143,7 +142,3 @@ def _execute_locked(run: RunConfig, out: Path, rid: str, rdir: Path, progress: b
     clear_running(rdir)
     return {"run_id": rid, "status": result["status"], "reason": result.get("reason"),
             "wall_time_s": result["wall_time_s"]}
-
-
-def _params(run: RunConfig) -> Any:
-    return parse(METHODS.get(run.method.name).Params, run.method.params, "method.params")

@@ -22,12 +22,11 @@ class _Stop(Exception):
 
 def sweep_ids() -> dict:
     import bench.stages as stages
-    from bench.config import parse
     try:
         from bench.ids import run_id
     except ImportError:  # before the layout refactor
         from bench.spec import run_id
-    from bench.method import METHODS, RunContext, load_methods
+    from bench.method import RunContext, load_methods, make_method
     from bench.spec import load_spec
 
     load_methods()
@@ -54,8 +53,7 @@ def sweep_ids() -> dict:
             for m in bound:
                 m.stage_dir = capture
             try:
-                method = METHODS.get(run.method.name)(parse(METHODS.get(run.method.name).Params,
-                                                            run.method.params, "method.params"))
+                method = make_method(run)
                 method.run(ctx)
             except _Stop:
                 pass

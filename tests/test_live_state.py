@@ -78,6 +78,7 @@ def test_runner_writes_and_removes_running_json(tmp_path, monkeypatch):
     """While a run executes its folder holds running.json (pid, host, started_at); once result.json is written
     it is gone, and the result records the code version (dirty flag, diff hash)."""
     import bench.runner as runner
+    from bench.method import METHODS
     from bench.spec import load_spec
     spec_file = tmp_path / "one.yaml"
     spec_file.write_text("name: one\nseeds: [0]\ndevice: cpu\ndatasets: [{name: digits, val_fraction: 0.1}]\n"
@@ -85,7 +86,7 @@ def test_runner_writes_and_removes_running_json(tmp_path, monkeypatch):
                          "train: {epochs: 1, batch_size: 256}\n")
     run = load_spec(spec_file, []).runs[0]
     seen = {}
-    real = runner.METHODS.get
+    real = METHODS.get
 
     def spy(name):
         cls = real(name)
@@ -96,7 +97,7 @@ def test_runner_writes_and_removes_running_json(tmp_path, monkeypatch):
                 seen["state"] = run_state(ctx.run_dir)
                 return super().run(ctx)
         return Spy
-    monkeypatch.setattr(runner.METHODS, "get", spy)
+    monkeypatch.setattr(METHODS, "get", spy)
     out = runner.execute_run(run, tmp_path / "store", progress=False)
     assert out["status"] == "done", out
     assert seen["pid"] == os.getpid() and seen["host"] == socket.gethostname() and seen["started_at"]
