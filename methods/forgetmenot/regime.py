@@ -3,6 +3,8 @@ base training locally overfit (card §1: validation accuracy peaks and then fall
 KF can only recover what was forgotten; in a run without local overfitting it has nothing to recover."""
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,20 @@ def curve_stats(rows: list[dict]) -> dict | None:
             "drop": float(val[best] - val[-1]), "ff_peak": float(ff[:-1].max()), "ff_late": float(ff[-2])}
 
 
+def _run_stats(path: str) -> dict | None:
+    """curve_stats of one run's log, read once per file version (every claim of a setting asks for the same runs)."""
+    try:
+        mtime = os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+    return _cached_stats(path, mtime)
+
+
+@functools.lru_cache(maxsize=8192)
+def _cached_stats(path: str, mtime: int) -> dict | None:
+    return curve_stats(read_jsonl(Path(path)))
+
+
 def regime(name: str, runs: pd.DataFrame) -> str:
     """A one-line diagnostic of the setting of `runs` (their run_dir's metrics.jsonl)."""
     if name != "local_overfitting" or "run_dir" not in runs:
@@ -34,7 +50,7 @@ def regime(name: str, runs: pd.DataFrame) -> str:
     for d, seed in zip(runs["run_dir"], runs["seed"]):
         if not d or seed in seen:
             continue
-        s = curve_stats(read_jsonl(Path(d) / METRICS))
+        s = _run_stats(str(Path(d) / METRICS))
         if s:
             seen.add(seed)
             stats.append(s)
