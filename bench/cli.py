@@ -375,7 +375,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     df, note = cost_table(runs, store, args.device, util)
     print(f"\ncost of what is not done yet ({note}):")
     print(df.to_markdown(index=False, floatfmt=".1f") if not df.empty else "(nothing left to run)")
-    print(f"total: {fmt_hours(total_hours(df, args.device))} {args.device} hours")
+    print(f"total: {fmt_hours(total_hours(df, args.device))} of {args.device} time")
     return 0
 
 

@@ -9,16 +9,18 @@ assumption printed with the result (dense bf16 peak x a utilisation factor).
 from __future__ import annotations
 
 import functools
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from bench.config import DataConfig, ModelConfig, RunConfig, parse
 from bench.data.registry import DATASETS
-from bench.ids import run_id
+from bench.ids import canonical_json, run_id
 from bench.method import Training, make_method
 from bench.models import build_model
 
@@ -89,8 +91,6 @@ def data_sizes(data: dict[str, Any]) -> tuple[int, int, int, int, int] | None:
 @functools.lru_cache(maxsize=64)
 def forward_flops(model_json: str, chans: int, side: int, classes: int) -> float:
     """Forward FLOPs of one image through the model (torch's FlopCounterMode)."""
-    import json
-    from torch.utils.flop_counter import FlopCounterMode
     model = build_model(parse(ModelConfig, json.loads(model_json), "model"), num_classes=classes, in_chans=chans,
                         img_size=side).eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -105,10 +105,9 @@ def training_flops(t: Training, record_predictions: bool = True) -> float | None
     sizes = data_sizes(t.dataset)
     if sizes is None or t.epochs <= 0:
         return None
-    import json
     n_train, n_eval, chans, side, classes = sizes
     try:
-        f = forward_flops(json.dumps(t.model, sort_keys=True), chans, side, classes)
+        f = forward_flops(canonical_json(t.model), chans, side, classes)
     except Exception:  # a model this machine cannot build (e.g. a missing hf: folder): cost unknown
         return None
     return f * t.epochs * (3 * n_train + (n_eval if record_predictions else 0))
@@ -169,7 +168,8 @@ def total_hours(df: pd.DataFrame, device: str) -> float:
 
 
 def fmt_hours(h: float) -> str:
-    return f"{h:.1f}" if h >= 0.1 or h == 0 else f"{h * 60:.1f} min" if not math.isnan(h) else "?"
+    """'1.9 hours', or minutes below a tenth of an hour."""
+    return f"{h:.1f} hours" if h >= 0.1 or h == 0 else f"{h * 60:.1f} minutes"
 
 
 def table_runs(runs: list[RunConfig], reference: pd.DataFrame, aliases: dict[str, str]) -> list[RunConfig]:
