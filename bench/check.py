@@ -39,7 +39,7 @@ import datetime as _dt
 import importlib
 import math
 import os
-import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +50,13 @@ import yaml
 
 from bench.config import RunConfig, to_dict
 from bench.ids import digest
+from bench.ids import run_id
+from bench.paper import papers
+from bench.store import RESULT, read_json
+from bench.provenance import git_sha, library_versions, machine_info
+from bench.executors import EXECUTORS
+from bench.store import SWEEP, atomic_write_json, is_done, run_dir
+from bench.spec import load_spec
 
 DEFAULT_ABS_FLOOR = 0.002
 DEFAULT_K = 3.0
@@ -200,7 +207,6 @@ def _distinguish(base: str, variants: dict[str, dict[str, Any]]) -> dict[str, st
 
 def setting_labels(runs: list[RunConfig]) -> dict[str, tuple[str, str, str]]:
     """run id -> (setting label, method label, config hash), unique within `runs`."""
-    from bench.ids import run_id
     info = {}
     settings: dict[str, dict[str, dict[str, Any]]] = {}   # base label -> setting hash -> flattened setting
     for r in runs:
@@ -258,7 +264,6 @@ class Measured:
 
 def paper_metrics(method: str) -> list[str] | None:
     """The headline metrics of the paper (bench.paper registry) whose rows include `method`, or None."""
-    from bench.paper import papers
     for p in papers():
         if p.owns(method):
             return list(p.metrics)
@@ -275,8 +280,6 @@ def gated_metrics(method: str, metrics: dict[str, list[str]]) -> list[str]:
 
 def measure(runs: list[RunConfig], spec_dir: Path, metrics: dict[str, list[str]]) -> dict[tuple, Measured]:
     """(setting, method label, metric) -> values over seeds of the finished runs of `runs` in `spec_dir`."""
-    from bench.ids import run_id
-    from bench.store import RESULT, read_json
     labels = setting_labels(runs)
     out: dict[tuple, Measured] = {}
     for r in sorted(runs, key=lambda r: r.seed):
@@ -419,18 +422,6 @@ def format_junit(rows: list[Row], spec_name: str, wall_s: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------ writing targets
-def machine_info() -> dict[str, Any]:
-    import torch
-    cpu = platform.processor()
-    try:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "machine": platform.machine(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "torch_threads_main": torch.get_num_threads()}
-
-
 def _sig(x: float) -> float:
     return float(f"{x:.10g}")
 
@@ -439,7 +430,6 @@ def write_targets(path: Path, measured: dict[tuple, Measured], old: Optional[Tar
                   executor: str, workers: int, wall_s: Optional[float] = None, verdicts: Any = None) -> int:
     """Write the targets file from `measured` (keeping the old file's tolerance, metrics and verdicts sections
     and per-entry overrides). Returns the number of entries."""
-    from bench.provenance import git_sha, library_versions
     sha = git_sha()
     old_entries = {(e["setting"], e["method"], e["metric"]): e for e in (old.entries if old else [])}
     entries = []
@@ -523,9 +513,6 @@ def _verdict_hook(spec_dir: Path, targets: Optional[Targets]) -> tuple[str, list
 
 def run_sweep(spec, out: Path, executor: str, workers: int, progress: bool) -> float:
     """Run the spec's unfinished runs into `out` (like `forgetbench run`); returns the wall time."""
-    from bench.executors import EXECUTORS
-    from bench.ids import run_id
-    from bench.store import SWEEP, atomic_write_json, is_done, read_json, run_dir
     if executor not in EXECUTORS:
         raise CheckInputError("--executor", f"got {executor!r}; allowed: {', '.join(EXECUTORS.names())}")
     if workers < 1:
@@ -546,9 +533,7 @@ def run_sweep(spec, out: Path, executor: str, workers: int, progress: bool) -> f
 def run_check(args) -> int:
     """The `check` subcommand (args: spec, targets, out, executor, workers, junit, markdown, update_targets,
     overrides, no_progress)."""
-    import sys
 
-    from bench.spec import load_spec
     try:
         targets = None
         if not args.update_targets or Path(args.targets).exists():

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import platform
 import subprocess
 import sys
 from importlib import metadata
-from typing import Iterable
+from pathlib import Path
+from typing import Any, Iterable
 
 import torch
 
@@ -91,3 +93,15 @@ def device_info(device: torch.device) -> dict[str, str | int]:
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = str(torch.version.cuda)
     return info
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a targets file or benchmark was produced on: platform, CPU model, core count, torch threads."""
+    cpu = platform.processor()
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "machine": platform.machine(), "cpu": cpu,
+            "cpu_count": os.cpu_count(), "torch_threads_main": torch.get_num_threads()}
