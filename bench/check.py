@@ -49,14 +49,12 @@ from xml.sax.saxutils import escape, quoteattr
 import yaml
 
 from bench.config import RunConfig, to_dict
-from bench.ids import digest
-from bench.ids import run_id
-from bench.paper import papers
-from bench.store import RESULT, read_json
-from bench.provenance import git_sha, library_versions, machine_info
 from bench.executors import EXECUTORS
-from bench.store import SWEEP, atomic_write_json, is_done, run_dir
+from bench.ids import digest, run_id
+from bench.paper import papers
+from bench.provenance import git_sha, library_versions, machine_info
 from bench.spec import load_spec
+from bench.store import RESULT, read_json, register_sweep
 
 DEFAULT_ABS_FLOOR = 0.002
 DEFAULT_K = 3.0
@@ -517,11 +515,7 @@ def run_sweep(spec, out: Path, executor: str, workers: int, progress: bool) -> f
         raise CheckInputError("--executor", f"got {executor!r}; allowed: {', '.join(EXECUTORS.names())}")
     if workers < 1:
         raise CheckInputError("--workers", f"got {workers}; allowed: an integer >= 1")
-    spec_dir = out / spec.name
-    sweep = read_json(spec_dir / SWEEP) or {}
-    ids = list(dict.fromkeys([*sweep.get("runs", []), *(run_id(r) for r in spec.runs)]))
-    atomic_write_json(spec_dir / SWEEP, {"name": spec.name, "runs": ids, "spec": spec.source})
-    todo = [r for r in spec.runs if not is_done(run_dir(out, spec.name, run_id(r)))]
+    todo = register_sweep(out, spec.name, spec.source, spec.runs)
     print(f"{spec.name}: {len(spec.runs)} runs, {len(spec.runs) - len(todo)} already done, {len(todo)} to run "
           f"({executor}{'' if executor == 'inline' else f', {workers} workers'})", flush=True)
     t0 = time.perf_counter()

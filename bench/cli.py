@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.config import SpecError, short_repr
+from bench.config import SpecError, StoreError, short_repr
 
 
 def _run_args(sub: argparse._SubParsersAction) -> None:
@@ -133,10 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-class StoreError(Exception):
-    """A results store (--out, a status/results path) that cannot be used: the message names the path."""
-
-
 def os_message(e: OSError) -> str:
     where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f)
     return f"{e.strerror or type(e).__name__}" + (f": {where[:300]}" if where else "") + \
@@ -183,7 +179,7 @@ def _diagnose_store(args: argparse.Namespace) -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench.spec import load_spec, run_id
-    from bench.store import SWEEP, atomic_write_json, is_done, read_json, run_dir
+    from bench.store import register_sweep
 
     spec = load_spec(args.spec, args.overrides)
     if args.dry_run:
@@ -210,13 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_threads()  # FORGETBENCH_THREADS: checked before anything starts
     _check_out(args.out, spec.name)
     spec_dir = args.out / spec.name
-    sweep = read_json(spec_dir / SWEEP) or {}
-    if not isinstance(sweep, dict):
-        raise StoreError(f"{spec_dir / SWEEP} holds a JSON {type(sweep).__name__}, not a sweep record (delete it: "
-                         f"`run` rewrites it)")
-    ids = list(dict.fromkeys([*sweep.get("runs", []), *(run_id(r) for r in spec.runs)]))
-    atomic_write_json(spec_dir / SWEEP, {"name": spec.name, "runs": ids, "spec": spec.source})
-    todo = [r for r in spec.runs if not is_done(run_dir(args.out, spec.name, run_id(r)))]
+    todo = register_sweep(args.out, spec.name, spec.source, spec.runs)
     print(f"{spec.name}: {len(spec.runs)} runs, {len(spec.runs) - len(todo)} already done, {len(todo)} to run "
           f"({args.executor})", flush=True)
     t0 = time.perf_counter()

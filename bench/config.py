@@ -50,6 +50,10 @@ class SpecError(ValueError):
                          f"{_cut(str(allowed), MAX_ALLOWED_CHARS)}")
 
 
+class StoreError(Exception):
+    """A results store (--out, a status/results path, one of its files) that cannot be used: the message names it."""
+
+
 def in_range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False):
     """Field metadata that bounds a number; the message states the interval."""
     left = "(" if lo_open else "["

@@ -14,6 +14,9 @@ from typing import Any, Iterable
 
 import torch
 
+from bench.config import StoreError
+from bench.ids import run_id
+
 RESULT = "result.json"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -207,3 +210,18 @@ def finished_results(spec_dir: Path) -> list[dict]:
         if isinstance(res, dict):
             out.append(res)
     return out
+
+
+def register_sweep(out: Path, name: str, source: Any, runs: list) -> list:
+    """Record a spec and its run ids in out/<name>/sweep.json (ids of earlier versions of the spec kept, so
+    `status` still sees them); return the runs not done yet."""
+    spec_dir = Path(out) / name
+    sweep = read_json(spec_dir / SWEEP) or {}
+    if not isinstance(sweep, dict):
+        raise StoreError(f"{spec_dir / SWEEP} holds a JSON {type(sweep).__name__}, not a sweep record (delete it: "
+                         "`run` rewrites it)")
+    ids = [run_id(r) for r in runs]
+    atomic_write_json(spec_dir / SWEEP, {"name": name, "runs": list(dict.fromkeys([*sweep.get("runs", []), *ids])),
+                                         "spec": source})
+    return [r for r, rid in zip(runs, ids) if not is_done(run_dir(out, name, rid))]
+
