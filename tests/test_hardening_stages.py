@@ -100,15 +100,20 @@ def kill_before_done(monkeypatch) -> None:
 
 
 # ------------------------------------------------------------------------------------ the kill window
-@pytest.mark.parametrize("per_epoch_files", ["kept", "deleted"])
-def test_kill_in_the_finalisation_window_reruns_to_the_same_numbers(tmp_path, monkeypatch, reference,
-                                                                    per_epoch_files) -> None:
+def killed_before_done(tmp_path: Path, monkeypatch) -> tuple[Path, Path, Path]:
+    """A tiny sweep killed after its base stage's files are final but before `done`: (out, spec, stage dir)."""
     out, spec = tmp_path / "out", write_spec(tmp_path)
     with monkeypatch.context() as m:
         kill_before_done(m)
         with pytest.raises(Killed):
             run(spec, out)
-    sdir = base_dir(out)
+    return out, spec, base_dir(out)
+
+
+@pytest.mark.parametrize("per_epoch_files", ["kept", "deleted"])
+def test_kill_in_the_finalisation_window_reruns_to_the_same_numbers(tmp_path, monkeypatch, reference,
+                                                                    per_epoch_files) -> None:
+    out, spec, sdir = killed_before_done(tmp_path, monkeypatch)
     assert not (sdir / DONE).exists() and (sdir / "last.pt").is_file()
     assert (sdir / "preds" / "test.pt").is_file() and (sdir / "final.pt").is_file()
     assert list((sdir / "preds").glob("epoch_*.pt")), "per-epoch files are deleted only after `done`"
@@ -218,12 +223,7 @@ def test_bad_history_of_a_finished_stage_is_recomputed_with_the_right_epoch_coun
 @pytest.mark.parametrize("what", ["last.pt truncated", "last.pt empty", "last.pt not a state",
                                   "per-epoch preds truncated", "history torn"])
 def test_unreadable_resume_files_restart_the_stage(tmp_path, monkeypatch, reference, what) -> None:
-    out, spec = tmp_path / "out", write_spec(tmp_path)
-    with monkeypatch.context() as m:
-        kill_before_done(m)
-        with pytest.raises(Killed):
-            run(spec, out)
-    sdir = base_dir(out)
+    out, spec, sdir = killed_before_done(tmp_path, monkeypatch)
     if what == "last.pt truncated":
         _truncate(sdir / "last.pt")
     elif what == "last.pt empty":
@@ -241,12 +241,8 @@ def test_unreadable_resume_files_restart_the_stage(tmp_path, monkeypatch, refere
 
 
 def test_resume_checkpoint_loads_with_weights_only(tmp_path, monkeypatch) -> None:
-    out = tmp_path / "out"
-    with monkeypatch.context() as m:
-        kill_before_done(m)
-        with pytest.raises(Killed):
-            run(write_spec(tmp_path), out)
-    state = torch.load(base_dir(out) / "last.pt", weights_only=True)
+    _, _, sdir = killed_before_done(tmp_path, monkeypatch)
+    state = torch.load(sdir / "last.pt", weights_only=True)
     assert state["epoch"] == 2 and set(state) == {"epoch", "model", "optimizer", "scheduler"}
 
 
